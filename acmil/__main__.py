@@ -1,0 +1,5 @@
+import sys
+
+from acmil.cli import main
+
+sys.exit(main())

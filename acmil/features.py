@@ -1,0 +1,321 @@
+"""The per-slide feature file (format version 1, see DESIGN.md) and readers for other tools' files.
+
+Everything that reads or writes patch features goes through this module: preprocessing writes with
+:class:`FeatureWriter`, training and the service read with :func:`read_features` / :func:`read_meta`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+
+
+class FeatureFileError(ValueError):
+    """A feature file is missing, unreadable or malformed; the message names the file."""
+
+
+@dataclass
+class SlideFeatures:
+    """Patch features of one slide.
+
+    Attributes:
+        slide_id: slide file name without extension.
+        features: (N, D) float32.
+        coords: (N, 2) int64 level-0 (x, y) of each patch's top-left corner.
+        attrs: file-level provenance attributes (empty for foreign formats).
+        coord_attrs: TRIDENT-style attributes of ``coords`` (patch size, magnification, ...).
+    """
+
+    slide_id: str
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+    coord_attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def patch_size_level0(self) -> int | None:
+        """Side of one patch in level-0 pixels, from the attributes or inferred from the coordinate grid."""
+        value = self.coord_attrs.get("patch_size_level0")
+        if value is not None:
+            return int(value)
+        return infer_patch_size(self.coords)
+
+
+@dataclass
+class FeatureMeta:
+    """What can be learnt about a feature file without reading its features."""
+
+    path: Path
+    slide_id: str
+    n_patches: int
+    dim: int
+    attrs: dict[str, Any]
+    coord_attrs: dict[str, Any]
+    kind: str  # "format1", "clam", "trident" or "acmil_reference"
+
+
+def _plain(value: Any) -> Any:
+    """h5py attribute values as plain Python (bytes -> str, numpy scalars -> Python, JSON strings kept)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    return {key: _plain(val) for key, val in obj.attrs.items()}
+
+
+def infer_patch_size(coords: np.ndarray) -> int | None:
+    """Smallest positive step of the coordinate grid along x or y, or None for fewer than two patches."""
+    steps = []
+    for axis in (0, 1):
+        values = np.unique(np.asarray(coords)[:, axis])
+        if values.size > 1:
+            steps.append(int(np.diff(values).min()))
+    return min(steps) if steps else None
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise FeatureFileError(f"{path}: feature file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise FeatureFileError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
+def _locate(h5: h5py.File, path: Path, slide_id: str | None) -> tuple[h5py.Group, str, str]:
+    """The group that holds features/coords, the slide id, and the file kind."""
+    if "features" in h5:
+        if "format_version" in h5.attrs:
+            kind = "format1"
+        elif "coords" in h5 and len(h5["coords"].attrs):
+            kind = "trident"
+        else:
+            kind = "clam"
+        sid = _plain(h5.attrs.get("slide_id", path.stem)) if slide_id is None else slide_id
+        return h5, str(sid), kind
+    groups = [k for k in h5.keys() if isinstance(h5[k], h5py.Group) and "feat" in h5[k]]
+    if groups:
+        if slide_id is None:
+            if len(groups) != 1:
+                raise FeatureFileError(
+                    f"{path}: ACMIL reference file with {len(groups)} slides; name one of them (slide_id)"
+                )
+            slide_id = groups[0]
+        if slide_id not in h5 or "feat" not in h5[slide_id]:
+            raise FeatureFileError(f"{path}: slide {slide_id!r} not found in the ACMIL reference file")
+        return h5[slide_id], slide_id, "acmil_reference"
+    raise FeatureFileError(f"{path}: no 'features' dataset (nor ACMIL reference '/<slide>/feat' groups)")
+
+
+def _datasets(group: h5py.Group, kind: str) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+    if kind == "acmil_reference":
+        return group["feat"], group.get("coords")
+    return group["features"], group.get("coords")
+
+
+def read_meta(path: str | os.PathLike, slide_id: str | None = None) -> FeatureMeta:
+    """Shape and attributes of a feature file, reading no feature values."""
+    path = Path(path)
+    with _open(path) as h5:
+        try:
+            group, sid, kind = _locate(h5, path, slide_id)
+            feats, coords = _datasets(group, kind)
+            shape = feats.shape
+            coord_attrs = _attrs(coords) if coords is not None else {}
+            attrs = _attrs(h5) if kind != "acmil_reference" else _attrs(group)
+        except (KeyError, OSError) as err:
+            raise FeatureFileError(f"{path}: malformed feature file ({err})") from err
+    if len(shape) == 3 and shape[0] == 1:  # some tools store (1, N, D)
+        shape = shape[1:]
+    if len(shape) != 2:
+        raise FeatureFileError(f"{path}: 'features' must be 2-D (N, D), got shape {shape}")
+    return FeatureMeta(path, sid, int(shape[0]), int(shape[1]), attrs, coord_attrs, kind)
+
+
+def read_features(path: str | os.PathLike, slide_id: str | None = None, validate: bool = True) -> SlideFeatures:
+    """Read one slide's features (as float32) and coords from any supported file kind.
+
+    Raises:
+        FeatureFileError: the file is missing, not HDF5, malformed, empty, or holds NaN/inf.
+    """
+    path = Path(path)
+    with _open(path) as h5:
+        try:
+            group, sid, kind = _locate(h5, path, slide_id)
+            feats_ds, coords_ds = _datasets(group, kind)
+            features = np.asarray(feats_ds[()], dtype=np.float32)
+            coords = np.asarray(coords_ds[()], dtype=np.int64) if coords_ds is not None else None
+            coord_attrs = _attrs(coords_ds) if coords_ds is not None else {}
+            attrs = _attrs(h5) if kind != "acmil_reference" else _attrs(group)
+        except (KeyError, OSError, TypeError, ValueError) as err:
+            raise FeatureFileError(f"{path}: malformed or truncated feature file ({err})") from err
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    if features.ndim != 2:
+        raise FeatureFileError(f"{path}: 'features' must be 2-D (N, D), got shape {features.shape}")
+    if coords is None:
+        coords = np.zeros((features.shape[0], 2), dtype=np.int64)
+    if coords.shape != (features.shape[0], 2):
+        raise FeatureFileError(
+            f"{path}: 'coords' shape {coords.shape} does not match {features.shape[0]} feature rows"
+        )
+    if validate:
+        if features.shape[0] == 0:
+            raise FeatureFileError(f"{path}: empty bag (0 patches)")
+        if not np.isfinite(features).all():
+            bad = int((~np.isfinite(features)).any(axis=1).sum())
+            raise FeatureFileError(f"{path}: {bad} patch rows contain NaN or inf")
+    return SlideFeatures(sid, features, coords, attrs, coord_attrs)
+
+
+def list_feature_files(directory: str | os.PathLike) -> dict[str, Path]:
+    """Map slide_id -> path for the complete ``*.h5`` files of a folder (partial files are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FeatureFileError(f"{directory}: features folder not found")
+    return {p.stem: p for p in sorted(directory.glob("*.h5")) if p.is_file()}
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return ""
+    return value
+
+
+class FeatureWriter:
+    """Write one format-1 feature file incrementally and atomically.
+
+    Rows are appended as they are computed into a temporary file in the destination folder; the file is
+    renamed to its final name only when :meth:`close` succeeds, so a file with the final name is always
+    whole. On an exception inside the ``with`` block the temporary file is removed.
+
+    Example::
+
+        with FeatureWriter(out / "slide.h5", dim=512, attrs={...}, coord_attrs={...}) as w:
+            for feats, coords in batches:
+                w.append(feats, coords)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        dim: int,
+        attrs: dict[str, Any] | None = None,
+        coord_attrs: dict[str, Any] | None = None,
+        dtype: str = "float32",
+        chunk_rows: int = 1024,
+    ) -> None:
+        self.path = Path(path)
+        self.dim = int(dim)
+        self.attrs = dict(attrs or {})
+        self.coord_attrs = dict(coord_attrs or {})
+        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        self.n_rows = 0
+        self._h5 = h5py.File(self.tmp_path, "w")
+        self._features = self._h5.create_dataset(
+            "features", shape=(0, self.dim), maxshape=(None, self.dim), dtype=dtype, chunks=(chunk_rows, self.dim)
+        )
+        self._coords = self._h5.create_dataset(
+            "coords", shape=(0, 2), maxshape=(None, 2), dtype="int64", chunks=(chunk_rows, 2)
+        )
+
+    def append(self, features: np.ndarray, coords: np.ndarray) -> None:
+        """Append rows. features: (n, D); coords: (n, 2) level-0 (x, y)."""
+        features = np.asarray(features)
+        coords = np.asarray(coords, dtype=np.int64)
+        if features.ndim != 2 or features.shape[1] != self.dim or coords.shape != (features.shape[0], 2):
+            raise ValueError(f"{self.path}: bad rows, features {features.shape} / coords {coords.shape}")
+        n = features.shape[0]
+        self._features.resize(self.n_rows + n, axis=0)
+        self._coords.resize(self.n_rows + n, axis=0)
+        self._features[self.n_rows :] = features
+        self._coords[self.n_rows :] = coords
+        self.n_rows += n
+
+    def close(self) -> Path:
+        """Write the attributes, close, and rename into place. Returns the final path."""
+        attrs = {"format_version": FORMAT_VERSION, "created": datetime.now(timezone.utc).isoformat(), **self.attrs}
+        for key, value in attrs.items():
+            self._h5.attrs[key] = _attr_value(value)
+        for key, value in self.coord_attrs.items():
+            self._coords.attrs[key] = _attr_value(value)
+        self._h5.flush()
+        self._h5.close()
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        try:
+            self._h5.close()
+        except Exception:  # noqa: BLE001 - already closed or broken; removal below is what matters
+            pass
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_features(
+    path: str | os.PathLike,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: dict[str, Any] | None = None,
+    coord_attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a whole format-1 file at once (atomically)."""
+    features = np.asarray(features)
+    with FeatureWriter(path, features.shape[1], attrs, coord_attrs, dtype=str(features.dtype)) as writer:
+        writer.append(features, coords)
+    return Path(path)
+
+
+def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The encoder/resolution provenance of a format-1 file's attributes, JSON fields decoded."""
+    keys = ("encoder", "encoder_weights", "transform", "mpp_level0", "mpp_target", "tissue_params", "tool_version")
+    out: dict[str, Any] = {}
+    for key in keys:
+        if key in attrs:
+            value = attrs[key]
+            if isinstance(value, str) and value[:1] in "{[":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            out[key] = value
+    return out

@@ -1,0 +1,24 @@
+"""The one output type of every MIL model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class MILOutput:
+    """Output of a MIL model's forward pass.
+
+    Attributes:
+        logits: (B, C) slide prediction.
+        attention: (B, M, N) post-softmax attention per branch; padded and masked positions are 0.
+        branch_logits: (B, M, C) per-branch predictions (ACMIL), else None.
+        embedding: (B, H) slide embedding fed to the slide head.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+    branch_logits: torch.Tensor | None = None
+    embedding: torch.Tensor | None = None
