@@ -53,7 +53,10 @@ class ACMIL(nn.Module):
         self.n_branches, self.top_k, self.mask_ratio = n_branches, top_k, mask_ratio
         self.reduce = nn.Sequential(nn.Linear(in_dim, hidden_dim, bias=False), nn.ReLU())
         self.attention = GatedAttention(hidden_dim, attn_dim, n_branches)
-        self.branch_heads = nn.ModuleList(_head(hidden_dim, n_classes, dropout) for _ in range(n_branches))
+        # One branch has no branch loss (see acmil_loss), so it gets no branch head: an untrained,
+        # gradient-less head would only confuse DDP and the checkpoint.
+        n_heads = n_branches if n_branches > 1 else 0
+        self.branch_heads = nn.ModuleList(_head(hidden_dim, n_classes, dropout) for _ in range(n_heads))
         self.slide_head = _head(hidden_dim, n_classes, dropout)
 
     def embed_instances(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +82,10 @@ class ACMIL(nn.Module):
         # Pool in float32 so attention weights keep their precision under autocast.
         branch_emb = torch.bmm(attention, h.float())  # (B, M, H)
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        branch_logits = torch.stack([head(branch_emb[:, i].to(dtype)) for i, head in enumerate(self.branch_heads)], 1)
+        branch_logits = None
+        if len(self.branch_heads):
+            heads = [head(branch_emb[:, i].to(dtype)) for i, head in enumerate(self.branch_heads)]
+            branch_logits = torch.stack(heads, dim=1)  # (B, M, C)
         slide_emb = branch_emb.mean(dim=1)  # (B, H): the mean of branch attention applied to h
         logits = self.slide_head(slide_emb.to(dtype))  # (B, C)
         return MILOutput(logits=logits, attention=attention, branch_logits=branch_logits, embedding=slide_emb)
@@ -105,7 +111,7 @@ class ACMIL(nn.Module):
         required = ("dimreduction.fc1.weight", "attention.attention_weights.weight", "Slide_classifier.fc.weight")
         missing = [k for k in required if k not in sd]
         if missing:
-            raise KeyError(f"not an ACMIL_GA state dict: missing {missing}")
+            raise ValueError(f"not an ACMIL_GA state dict: missing {missing}")
         hidden_dim, in_dim = sd["dimreduction.fc1.weight"].shape
         n_branches, attn_dim = sd["attention.attention_weights.weight"].shape
         n_classes = sd["Slide_classifier.fc.weight"].shape[0]
@@ -118,7 +124,7 @@ class ACMIL(nn.Module):
         for part in ("attention_V.0", "attention_U.0", "attention_weights"):
             for p in ("weight", "bias"):
                 ours[f"attention.{part}.{p}"] = sd[f"attention.{part}.{p}"]
-        for i in range(n_branches):
+        for i in range(len(model.branch_heads)):
             for p in ("weight", "bias"):
                 ours[f"branch_heads.{i}.1.{p}"] = sd[f"classifier.{i}.fc.{p}"]
         model.load_state_dict(ours)

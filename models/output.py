@@ -14,7 +14,7 @@ class MILOutput:
     Attributes:
         logits: (B, C) slide prediction.
         attention: (B, M, N) post-softmax attention per branch; padded and masked positions are 0.
-        branch_logits: (B, M, C) per-branch predictions (ACMIL), else None.
+        branch_logits: (B, M, C) per-branch predictions (ACMIL with M > 1), else None.
         embedding: (B, H) slide embedding fed to the slide head.
     """
 

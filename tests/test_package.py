@@ -1,0 +1,73 @@
+"""Packaging, start-up time and the dependency directions of DESIGN.md."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# folder -> acmil subpackages its modules must never import
+FORBIDDEN = {
+    "models": ("acmil.training", "acmil.service", "acmil.preprocessing", "acmil.features", "acmil.analysis",
+               "lightning", "h5py", "acmil.checkpoint"),
+    "preprocessing": ("acmil.training", "acmil.service", "acmil.analysis", "lightning", "acmil.models"),
+    "acmil": ("acmil.service",),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_dependency_directions(folder):
+    offenders = []
+    for path in (REPO / folder).rglob("*.py"):
+        if folder == "acmil" and path.name == "cli.py":
+            continue  # the CLI dispatches to every part by design (lazily, by module name)
+        for name in _imports(path):
+            if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[folder]):
+                offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_models_import_only_torch():
+    for path in (REPO / "models").rglob("*.py"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top in {"torch", "__future__", "dataclasses", "typing", "collections", "math"}, (
+                f"{path.relative_to(REPO)} imports {name}: models/ is torch only"
+            )
+
+
+def test_subpackages_are_namespaced_under_acmil():
+    code = "import acmil.models, acmil.preprocessing, acmil.service, sys; print('models' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_help_is_fast_and_lists_commands():
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "acmil", "--help"], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - start
+    for command in ("train", "cv", "predict", "preprocess", "serve", "demo", "import-checkpoint"):
+        assert command in out.stdout
+    assert elapsed < 2.0, f"acmil --help took {elapsed:.2f}s"
+
+
+def test_unknown_command_fails_on_stderr():
+    out = subprocess.run([sys.executable, "-m", "acmil", "frobnicate"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown command" in out.stderr
