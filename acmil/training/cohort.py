@@ -1,0 +1,202 @@
+"""Reading the labels CSV and checking a cohort of feature files before any training starts.
+
+Every problem found is collected, and one :class:`DataValidationError` lists them all (file or CSV row
+each), so a user fixes the whole input in one pass instead of one failed run per bad file.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmil.features import FeatureFileError, list_feature_files, provenance, read_features, read_meta
+
+REQUIRED_COLUMNS = ("slide_id", "label")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DataValidationError(ValueError):
+    """The input data has problems; the message lists every one of them."""
+
+    def __init__(self, problems: list[str], source: str = "input data") -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the {source}, nothing was trained:\n{lines}")
+
+
+@dataclass
+class LabelRow:
+    """One row of the labels CSV; ``line`` is its 1-based line number in the file (the header is line 1)."""
+
+    line: int
+    slide_id: str
+    label: str
+    split: str = ""
+    case_id: str = ""
+
+
+@dataclass
+class Cohort:
+    """A checked cohort: labelled slides with feature files, class names and the feature width."""
+
+    rows: list[LabelRow]
+    paths: list[Path]
+    targets: list[int]
+    n_patches: list[int]
+    class_names: list[str]
+    in_dim: int
+    encoder: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slide_ids(self) -> list[str]:
+        return [r.slide_id for r in self.rows]
+
+    @property
+    def groups(self) -> list[str]:
+        """Case of each slide (the slide itself when no case_id is given)."""
+        return [r.case_id or r.slide_id for r in self.rows]
+
+    @property
+    def has_split_column(self) -> bool:
+        return any(r.split for r in self.rows)
+
+    @property
+    def feature_bytes(self) -> int:
+        return int(sum(self.n_patches)) * self.in_dim * 4
+
+
+def read_labels(path: str | os.PathLike) -> tuple[list[LabelRow], list[str]]:
+    """Rows of a labels CSV, and the problems found in it (missing columns, empty or duplicate cells)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], [f"{path}: labels CSV not found"]
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            return [], [f"{path}: missing required column(s) {missing} (found columns: {header})"]
+        reader.fieldnames = header
+        rows, problems, seen = [], [], {}
+        for line, raw in enumerate(reader, start=2):
+            cell = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+            row = LabelRow(line, cell["slide_id"], cell["label"], cell.get("split", "").lower(), cell.get("case_id", ""))
+            where = f"{path}, line {line}"
+            if not row.slide_id:
+                problems.append(f"{where}: empty slide_id")
+                continue
+            if not row.label:
+                problems.append(f"{where} (slide {row.slide_id}): empty label")
+            if row.split and row.split not in SPLIT_NAMES:
+                problems.append(f"{where} (slide {row.slide_id}): split {row.split!r} is not one of {SPLIT_NAMES}")
+            if row.slide_id in seen:
+                problems.append(f"{where}: slide {row.slide_id} already listed on line {seen[row.slide_id]}")
+                continue
+            seen[row.slide_id] = line
+            rows.append(row)
+    if not rows and not problems:
+        problems.append(f"{path}: no labelled slides")
+    if any(r.split for r in rows) and not all(r.split for r in rows):
+        empty = [str(r.line) for r in rows if not r.split]
+        problems.append(f"{path}: the split column is empty on line(s) {', '.join(empty[:20])}")
+    return rows, problems
+
+
+def infer_class_names(labels: list[str]) -> list[str]:
+    """Classes in order of first appearance; integer labels (0, 1, ...) are ordered numerically."""
+    unique = list(dict.fromkeys(lab for lab in labels if lab))
+    try:
+        return sorted(unique, key=int)
+    except ValueError:
+        return unique
+
+
+def scan_cohort(
+    features_dir: str | os.PathLike,
+    labels_csv: str | os.PathLike,
+    class_names: list[str] | None = None,
+    check_values: bool = True,
+    on_features: Any = None,
+) -> Cohort:
+    """Check labels and feature files; raise one :class:`DataValidationError` listing every problem.
+
+    Args:
+        class_names: the label map to use; labels outside it are errors. None: inferred from the CSV.
+        check_values: stream every file once to look for NaN/inf (one slide in memory at a time).
+        on_features: optional callback(index, features) called with each slide's features while streaming
+            (used to fill an in-memory cache without a second read).
+    """
+    rows, problems = read_labels(labels_csv)
+    try:
+        files = list_feature_files(features_dir)
+    except FeatureFileError as err:
+        raise DataValidationError(problems + [str(err)]) from None
+    names = list(class_names) if class_names else infer_class_names([r.label for r in rows])
+    index = {name: i for i, name in enumerate(names)}
+    for r in rows:
+        if r.label and r.label not in index:
+            problems.append(f"{labels_csv}, line {r.line} (slide {r.slide_id}): unknown label {r.label!r} "
+                            f"(classes: {names})")
+    kept, metas = [], []
+    for r in rows:
+        path = files.get(r.slide_id)
+        if path is None:
+            problems.append(f"{labels_csv}, line {r.line}: no feature file for slide {r.slide_id} "
+                            f"({Path(features_dir) / (r.slide_id + '.h5')} does not exist)")
+            continue
+        try:
+            meta = read_meta(path)
+        except FeatureFileError as err:
+            problems.append(str(err))
+            continue
+        if meta.n_patches == 0:
+            problems.append(f"{path}: empty bag (0 patches)")
+            continue
+        kept.append(r)
+        metas.append(meta)
+    dims = Counter(m.dim for m in metas)
+    in_dim = dims.most_common(1)[0][0] if dims else 0
+    if len(dims) > 1:
+        for m in metas:
+            if m.dim != in_dim:
+                problems.append(f"{m.path}: feature dim {m.dim}, but {dims[in_dim]} other file(s) have {in_dim}")
+    encoders = Counter(str(m.attrs["encoder"]) for m in metas if m.attrs.get("encoder"))
+    if len(encoders) > 1:
+        problems.append(f"{features_dir}: features come from different encoders {dict(encoders)}")
+    if check_values:  # also when other files failed, so one run lists every problem
+        for i, m in enumerate(metas):
+            try:
+                feats = read_features(m.path, validate=True).features
+            except FeatureFileError as err:
+                problems.append(str(err))
+                continue
+            if on_features is not None:
+                on_features(i, feats)
+    if problems:
+        raise DataValidationError(problems)
+    encoder = provenance(metas[0].attrs) if metas else {}
+    return Cohort(
+        rows=kept,
+        paths=[m.path for m in metas],
+        targets=[index[r.label] for r in kept],
+        n_patches=[m.n_patches for m in metas],
+        class_names=names,
+        in_dim=in_dim,
+        encoder=encoder,
+    )
+
+
+def check_split_classes(cohort: Cohort, splits: dict[str, list[int]]) -> None:
+    """Every class must be present in the training split (else the model can never predict it)."""
+    counts = np.bincount(np.asarray(cohort.targets, dtype=int)[splits["train"]], minlength=len(cohort.class_names))
+    missing = [name for name, c in zip(cohort.class_names, counts) if c == 0]
+    if missing:
+        raise DataValidationError(
+            [f"class {name!r} has no slide in the training split ({len(splits['train'])} slides)" for name in missing]
+        )

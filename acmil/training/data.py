@@ -1,0 +1,258 @@
+"""The LightningDataModule: per-slide HDF5 feature files + a labels CSV -> bags of patch features.
+
+Slides are read lazily, one file per item (the cohort is never held in memory unless ``cache`` asks for it).
+Bags of different lengths are padded in :func:`collate_bags`, with a boolean mask (True = real patch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from acmil.features import read_features
+
+from .cohort import SPLIT_NAMES, Cohort, DataValidationError, check_split_classes, scan_cohort
+from .splits import make_splits
+
+
+class BagDataset(Dataset):
+    """Slides of one split. Item: {"features": (N, D) float32, "label": int, "index": cohort index}."""
+
+    def __init__(self, cohort: Cohort, indices: list[int], cache: dict[int, np.ndarray] | None = None) -> None:
+        self.cohort, self.indices, self.cache = cohort, list(indices), cache
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def features(self, i: int) -> np.ndarray:
+        """(N, D) features of cohort slide ``i`` (already validated by the scan, so not checked again)."""
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        feats = read_features(self.cohort.paths[i], validate=False).features
+        if self.cache is not None:
+            self.cache[i] = feats
+        return feats
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        i = self.indices[item]
+        return {"features": torch.from_numpy(self.features(i)), "label": self.cohort.targets[i], "index": i}
+
+
+def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
+    """Stack bags into {"features": (B, N_max, D), "mask": (B, N_max) bool or None, "label": (B,), "index": (B,)}.
+
+    A single bag (or bags of equal length) needs no mask; the models then skip masking work.
+    """
+    feats = [b["features"] for b in batch]
+    lengths = [f.shape[0] for f in feats]
+    n_max = max(lengths)
+    if all(n == n_max for n in lengths):
+        x, mask = torch.stack(feats), None  # (B, N, D)
+    else:
+        x = feats[0].new_zeros((len(feats), n_max, feats[0].shape[1]))  # (B, N_max, D)
+        mask = torch.zeros((len(feats), n_max), dtype=torch.bool)  # (B, N_max)
+        for j, f in enumerate(feats):
+            x[j, : f.shape[0]] = f
+            mask[j, : f.shape[0]] = True
+    return {
+        "features": x,
+        "mask": mask,
+        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
+    }
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Bags of patch features for training, validation and test.
+
+    Args:
+        features_dir: folder of ``<slide_id>.h5`` feature files.
+        labels_csv: CSV with ``slide_id``, ``label`` and optional ``split`` and ``case_id`` columns.
+        class_names: label map in index order; default: the CSV's labels in order of first appearance.
+        batch_size: bags per training step (> 1 pads bags and passes a mask).
+        eval_batch_size: bags per validation/test step; default ``batch_size``.
+        num_workers: DataLoader worker processes reading the files.
+        cache: keep features in memory after the first read; "auto" does so when the cohort uses under a
+            third of the available memory.
+        val_fraction: share of cases in the validation split (when the CSV has no ``split`` column).
+        test_fraction: share of cases in the test split (idem).
+        seed: seed of the split; default: the run's ``seed_everything``.
+        folds: K for cross-validation: test = fold ``fold``, validation = ``val_fraction`` of the rest.
+        fold: which fold is the test set.
+        splits_file: a ``splits.json`` from an earlier run to reuse its split.
+        check_values: read every file once before training to reject NaN/inf features.
+    """
+
+    def __init__(
+        self,
+        features_dir: str,
+        labels_csv: str,
+        class_names: list[str] | None = None,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool | Literal["auto"] = False,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int | None = None,
+        folds: int | None = None,
+        fold: int = 0,
+        splits_file: str | None = None,
+        check_values: bool = True,
+    ) -> None:
+        super().__init__()
+        self.features_dir, self.labels_csv = Path(features_dir), Path(labels_csv)
+        self._class_names_arg = list(class_names) if class_names else None
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.cache_mode = num_workers, cache
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.seed, self.folds, self.fold = seed, folds, fold
+        self.splits_file, self.check_values = splits_file, check_values
+        self._cohort: Cohort | None = None
+        self._splits: dict[str, list[int]] | None = None
+        self._split_source = ""
+        self._cache: dict[int, np.ndarray] | None = None
+        self._datasets: dict[str, BagDataset] = {}
+        self.evaluation_only = False  # set by ``acmil test``: no training split needed
+
+    # -- the checked cohort (scanned once, on first use: linking in_dim / class_names triggers it) --------
+    def _use_cache(self, cohort_bytes: int) -> bool:
+        if self.cache_mode == "auto":
+            return 0 < cohort_bytes < _available_memory() / 3
+        return bool(self.cache_mode)
+
+    def prepare(self) -> Cohort:
+        """Scan and validate the cohort and make the split; raises DataValidationError listing every problem."""
+        if self._cohort is not None:
+            return self._cohort
+        cache: dict[int, np.ndarray] = {}
+        wants_cache = self.cache_mode is True  # "auto" is decided after the cheap metadata scan
+        cohort = scan_cohort(
+            self.features_dir, self.labels_csv, self._class_names_arg, self.check_values,
+            on_features=(lambda i, f: cache.__setitem__(i, f)) if wants_cache else None,
+        )
+        if self._use_cache(cohort.feature_bytes):
+            self._cache = cache
+        self._splits = self._make_splits(cohort)
+        if not self.evaluation_only:
+            check_split_classes(cohort, self._splits)
+        if not self._splits["val"] and not self.evaluation_only:
+            raise DataValidationError([f"{self.labels_csv}: the validation split is empty (needed to select a model)"])
+        self._cohort = cohort
+        return cohort
+
+    def _make_splits(self, cohort: Cohort) -> dict[str, list[int]]:
+        if self.splits_file:
+            self._split_source = f"file:{self.splits_file}"
+            data = json.loads(Path(self.splits_file).read_text())
+            pos = {sid: i for i, sid in enumerate(cohort.slide_ids)}
+            unknown = [s for name in SPLIT_NAMES for s in data.get(name, []) if s not in pos]
+            if unknown:
+                raise DataValidationError(
+                    [f"{self.splits_file}: slide {s} is not in {self.labels_csv}" for s in unknown[:50]]
+                )
+            return {name: sorted(pos[s] for s in data.get(name, [])) for name in SPLIT_NAMES}
+        seed = 0 if self.seed is None else int(self.seed)
+        if self.folds:
+            self._split_source = f"cv:{self.fold}/{self.folds}"
+        elif cohort.has_split_column:
+            self._split_source = "csv"
+            return {name: [i for i, r in enumerate(cohort.rows) if r.split == name] for name in SPLIT_NAMES}
+        else:
+            self._split_source = "stratified"
+        return make_splits(
+            cohort.targets, cohort.groups, self.val_fraction, self.test_fraction, seed, self.folds, self.fold
+        )
+
+    @property
+    def cohort(self) -> Cohort:
+        return self.prepare()
+
+    @property
+    def splits(self) -> dict[str, list[int]]:
+        self.prepare()
+        assert self._splits is not None
+        return self._splits
+
+    @property
+    def in_dim(self) -> int:
+        """Feature width D read from the files (linked to the model's ``in_dim``)."""
+        return self.cohort.in_dim
+
+    @property
+    def class_names(self) -> list[str]:
+        """The label map (linked to the model's ``class_names``)."""
+        return self.cohort.class_names
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        """Encoder provenance from the feature files' attributes (stored in the checkpoint)."""
+        return self.cohort.encoder
+
+    def splits_record(self) -> dict[str, Any]:
+        """The split as slide ids, with its source and per-class counts (written as ``splits.json``)."""
+        cohort, splits = self.cohort, self.splits
+        record: dict[str, Any] = {"source": self._split_source, "seed": self.seed, "folds": self.folds,
+                                  "fold": self.fold if self.folds else None, "class_names": cohort.class_names}
+        record["counts"] = {
+            name: {c: sum(cohort.targets[i] == k for i in idx) for k, c in enumerate(cohort.class_names)}
+            for name, idx in splits.items()
+        }
+        record.update({name: [cohort.slide_ids[i] for i in idx] for name, idx in splits.items()})
+        return record
+
+    def write_splits(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps(self.splits_record(), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    # -- Lightning hooks ---------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        cohort = self.prepare()
+        for name, idx in self.splits.items():
+            self._datasets[name] = BagDataset(cohort, idx, self._cache)
+
+    def dataset(self, split: str) -> BagDataset:
+        if split not in self._datasets:
+            self.setup()
+        return self._datasets[split]
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_bags,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)

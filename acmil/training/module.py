@@ -1,0 +1,140 @@
+"""The LightningModule: optimisation of a pure ``acmil.models`` model, and nothing else."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from acmil.checkpoint import CARD_KEY, ModelCard
+from acmil.models import MILOutput, create_model
+
+from .metrics import make_metrics
+
+SELECTION_METRIC = "val/selection"  # validation macro-F1 + macro-AUC: what model selection maximises
+
+
+class MILModule(L.LightningModule):
+    """Trains a registered MIL model (``acmil.models.MODELS``) on bags of patch features.
+
+    Args:
+        arch: model name in the registry (acmil, abmil, mean, max).
+        arch_args: keyword arguments of the model (n_branches, top_k, mask_ratio, hidden_dim, ...).
+        in_dim: feature width D (linked from the data module).
+        class_names: label map in index order (linked from the data module).
+        encoder: provenance of the training features (linked from the data module; stored in checkpoints).
+        branch_weight: weight of the mean branch cross-entropy (ACMIL).
+        slide_weight: weight of the slide cross-entropy.
+        diversity_weight: weight of the attention diversity term (ACMIL).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        scheduler: "cosine" decays the learning rate to 0 per step over the whole run, no warm-up.
+    """
+
+    def __init__(
+        self,
+        arch: str = "acmil",
+        arch_args: dict[str, Any] | None = None,
+        in_dim: int | None = None,
+        class_names: list[str] | None = None,
+        encoder: dict[str, Any] | None = None,
+        branch_weight: float = 1.0,
+        slide_weight: float = 1.0,
+        diversity_weight: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        scheduler: Literal["cosine", "none"] = "cosine",
+    ) -> None:
+        super().__init__()
+        if not in_dim or not class_names:
+            raise ValueError("MILModule needs in_dim and class_names (linked from the data module)")
+        self.save_hyperparameters()
+        self.arch, self.arch_args = arch, dict(arch_args or {})
+        self.class_names, self.encoder = list(class_names), dict(encoder or {})
+        self.model = create_model(arch, in_dim=in_dim, n_classes=len(self.class_names), **self.arch_args)
+        self.loss_weights = {
+            "branch_weight": branch_weight, "slide_weight": slide_weight, "diversity_weight": diversity_weight,
+        }
+        n = len(self.class_names)
+        # (ModuleDict keys cannot be "train": nn.Module.train exists, hence the suffix)
+        self.metrics = torch.nn.ModuleDict({f"{s}_": make_metrics(n, f"{s}/") for s in ("train", "val", "test")})
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
+        """x: (B, N, D), mask: (B, N) bool or None -> MILOutput (logits (B, C), attention (B, M, N))."""
+        return self.model(x, mask)
+
+    def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        target = batch["label"]  # (B,)
+        out = self.model(batch["features"], batch["mask"])
+        terms = self.model.compute_loss(out, target, **self.loss_weights)
+        train = stage == "train"
+        self.log_dict(
+            {f"{stage}/{k}": v.detach() if k != "loss" else v for k, v in terms.items()},
+            batch_size=target.shape[0], on_step=train, on_epoch=True, prog_bar=False, sync_dist=not train,
+        )
+        self.metrics[f"{stage}_"].update(torch.softmax(out.logits.detach().float(), dim=-1), target)
+        return terms["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        out = self.model(batch["features"], batch["mask"])
+        return {"index": batch["index"], "probabilities": torch.softmax(out.logits.float(), dim=-1)}
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        # compute() gathers the states of every process under DDP, so each rank logs the same global values.
+        values = self.metrics[f"{stage}_"].compute()
+        self.log_dict(values, prog_bar=stage == "val")
+        if stage == "val":
+            self.log(SELECTION_METRIC, values["val/f1_macro"] + values["val/auc"], prog_bar=True)
+        self.metrics[f"{stage}_"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return {"optimizer": optimizer}
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            rank_zero_warn("cosine schedule needs max_epochs or max_steps; keeping the learning rate constant")
+            return {"optimizer": optimizer}
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(steps)), eta_min=0.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def card(self) -> ModelCard:
+        """What :func:`acmil.checkpoint.load_model` needs to rebuild the model without Lightning."""
+        return ModelCard(
+            arch=self.arch,
+            arch_args=self.arch_args,
+            in_dim=int(self.hparams.in_dim),
+            class_names=self.class_names,
+            encoder=self.encoder,
+            extra={"epoch": int(self.current_epoch), "global_step": int(self.global_step), **self.loss_weights},
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CARD_KEY] = asdict(self.card())
