@@ -1,0 +1,164 @@
+"""What every analysis command shares: choosing slides, running a checkpoint on them, writing outputs.
+
+Outputs are written atomically (temporary name in the same folder, then renamed), so a file with its
+final name is always whole; one unreadable feature file becomes an entry in ``errors``, not a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmil.features import SlideFeatures, list_feature_files, read_features
+
+
+@dataclass
+class SlideResult:
+    """One slide run through a model.
+
+    Attributes:
+        slide: the slide's features and coordinates.
+        attention: (M, N) per-branch attention (eval mode).
+        probabilities: (C,) slide probabilities.
+    """
+
+    slide: SlideFeatures
+    attention: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def mean_attention(self) -> np.ndarray:
+        """(N,) the mean over branches: the heatmap."""
+        return self.attention.mean(axis=0)
+
+
+@dataclass
+class BatchLog:
+    """Per-slide failures and skips of a batch, reported in the command's JSON output."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        return {"errors": dict(self.errors), "skipped": dict(self.skipped)}
+
+
+def select_slides(features_dir: str | os.PathLike, slide_ids: Sequence[str] | None = None) -> dict[str, Path]:
+    """slide_id -> feature file, all of ``features_dir`` or the requested ids (unknown ids are an error)."""
+    files = list_feature_files(features_dir)
+    if not files:
+        raise FileNotFoundError(f"{features_dir}: no .h5 feature files")
+    if not slide_ids:
+        return files
+    missing = [s for s in slide_ids if s not in files]
+    if missing:
+        raise FileNotFoundError(f"{features_dir}: no feature file for slide(s) {', '.join(missing)}")
+    return {s: files[s] for s in slide_ids}
+
+
+def iter_slides(files: dict[str, Path], log: BatchLog) -> Iterator[SlideFeatures]:
+    """Read each feature file; unreadable ones are recorded in ``log.errors`` and skipped."""
+    for slide_id, path in files.items():
+        try:
+            yield read_features(path, slide_id=None)
+        except (OSError, ValueError) as err:
+            log.errors[slide_id] = str(err)
+
+
+def run_model(model: Any, slide: SlideFeatures) -> SlideResult:
+    """Eval-mode attention and probabilities of ``model`` on one slide."""
+    from acmil.inference import predict_bag
+
+    pred = predict_bag(model, slide.features)
+    return SlideResult(slide, pred.attention, pred.probabilities)
+
+
+def checkpoint_names(paths: Sequence[str | os.PathLike], archs: Sequence[str], names: Sequence[str] | None) -> list[str]:
+    """Display names for checkpoints: given names, else the architecture (made unique by the file's folder)."""
+    if names:
+        if len(names) != len(paths):
+            raise ValueError(f"--name given {len(names)} times for {len(paths)} checkpoints")
+        return list(names)
+    out = [a.upper() for a in archs]
+    for i, name in enumerate(out):
+        if out.count(name) > 1:
+            out[i] = f"{name} ({Path(paths[i]).resolve().parent.name}/{Path(paths[i]).name})"
+    return out
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    tmp = _tmp(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
+    path = Path(path)
+    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
+    tmp = _tmp(path)
+    try:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = _tmp(path)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), imported lazily."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undefined numbers become null."""
+    return None if value is None or not np.isfinite(value) else float(value)

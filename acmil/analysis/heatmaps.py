@@ -1,0 +1,131 @@
+"""``acmil heatmap``: attention heatmap PNGs for a cohort, with the rendering the service uses.
+
+For every slide: ``<slide_id>_mean.png`` (mean attention over branches, the heatmap shown to people) and,
+for multi-branch models, ``<slide_id>_branch<i>.png``, all drawn by :func:`acmil.heatmap.render_heatmap`
+over a thumbnail of the slide when ``--slides`` holds it (read through OpenSlide), else over a white
+canvas. ``heatmaps.json`` lists the slides, their prediction and the files written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._common import BatchLog, iter_slides, run_model, select_slides, write_json
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif")
+
+
+def find_slide(slides_dir: str | os.PathLike, slide_id: str) -> Path | None:
+    """The slide file ``<slide_id>.<ext>`` in ``slides_dir`` (any OpenSlide extension), or None."""
+    for suffix in SLIDE_SUFFIXES:
+        for candidate in (Path(slides_dir) / f"{slide_id}{suffix}", Path(slides_dir) / f"{slide_id}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def slide_thumbnail(path: Path, max_size: int) -> tuple[object, tuple[int, int]]:
+    """(thumbnail PIL image, level-0 (width, height)) of a slide, read with OpenSlide."""
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as slide:
+        return slide.get_thumbnail((max_size, max_size)), tuple(slide.dimensions)
+
+
+def level0_extent(coord_attrs: dict, coords: np.ndarray, patch: int) -> tuple[int, int]:
+    """Level-0 (width, height) from the feature file, else the extent of the tiles."""
+    w, h = coord_attrs.get("level0_width"), coord_attrs.get("level0_height")
+    if w and h:
+        return int(w), int(h)
+    return int(coords[:, 0].max()) + patch, int(coords[:, 1].max()) + patch
+
+
+def heatmaps(
+    checkpoint: str, features_dir: str, out_dir: str, slides_dir: str | None = None,
+    slide_ids: Sequence[str] | None = None, max_size: int = 1024, cmap: str = "jet", alpha: float = 0.5,
+    smoothing_sigma: float = 0.0, normalisation: str = "rank", branches: bool = True,
+) -> dict:
+    """Render and write the PNGs; returns the summary also written to ``heatmaps.json``."""
+    from acmil.checkpoint import load_model
+    from acmil.heatmap import render_heatmap
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_model(checkpoint)
+    log = BatchLog()
+    done: dict[str, dict] = {}
+    for slide in iter_slides(select_slides(features_dir, slide_ids), log):
+        sid = slide.slide_id
+        try:
+            patch = slide.patch_size_level0
+            if not patch or slide.n_patches == 0:
+                log.skipped[sid] = "no tiles" if slide.n_patches == 0 else "unknown patch size"
+                continue
+            background, size0, source = None, level0_extent(slide.coord_attrs, slide.coords, patch), "blank"
+            path = find_slide(slides_dir, sid) if slides_dir else None
+            if path is not None:
+                try:
+                    background, size0 = slide_thumbnail(path, max_size)
+                    source = str(path)
+                except Exception as err:  # noqa: BLE001 - OpenSlide raises several types; the heatmap still helps
+                    source = f"blank ({path.name} unreadable: {err})"
+            result = run_model(lm.model, slide)
+            maps = {"mean": result.mean_attention}
+            if branches and result.attention.shape[0] > 1:
+                maps |= {f"branch{i}": a for i, a in enumerate(result.attention)}
+            files = []
+            for name, scores in maps.items():
+                image = render_heatmap(slide.coords, scores, patch, size0, background=background,
+                                       max_size=max_size, cmap=cmap, alpha=alpha,
+                                       smoothing_sigma=smoothing_sigma, normalisation=normalisation)
+                target = out / f"{sid}_{name}.png"
+                tmp = out / f".{target.name}.partial"
+                image.save(tmp, format="PNG")
+                os.replace(tmp, target)
+                files.append(target.name)
+        except Exception as err:  # noqa: BLE001 - one bad slide (unreadable image, bad coords) never stops a batch
+            log.errors[sid] = f"{type(err).__name__}: {err}"
+            continue
+        predicted = int(result.probabilities.argmax())
+        done[sid] = {"files": files, "background": source, "n_tiles": slide.n_patches,
+                     "predicted": lm.card.class_names[predicted] if predicted < len(lm.card.class_names) else predicted,
+                     "probabilities": [float(p) for p in result.probabilities]}
+    summary = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "class_names": lm.card.class_names,
+               "normalisation": normalisation, "cmap": cmap, "slides": done, **log.as_dict()}
+    write_json(out / "heatmaps.json", summary)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acmil heatmap", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint")
+    p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
+    p.add_argument("--slides", help="folder of the slide images: their thumbnails become the background")
+    p.add_argument("--slide-ids", nargs="+", help="slide ids to render (default: all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--max-size", type=int, default=1024, help="longest side of each PNG in pixels")
+    p.add_argument("--cmap", default="jet", help="matplotlib colormap")
+    p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the thumbnail")
+    p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in tiles")
+    p.add_argument("--normalisation", choices=("rank", "minmax"), default="rank", help="score scaling")
+    p.add_argument("--no-branches", action="store_true", help="only the mean heatmap, no per-branch PNGs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.slides and not Path(args.slides).is_dir():
+        raise FileNotFoundError(f"{args.slides}: slides folder not found")
+    s = heatmaps(args.checkpoint, args.features, args.out, args.slides, args.slide_ids, args.max_size, args.cmap,
+                 args.alpha, args.smoothing, args.normalisation, not args.no_branches)
+    n_files = sum(len(d["files"]) for d in s["slides"].values())
+    n_thumb = sum(not d["background"].startswith("blank") for d in s["slides"].values())
+    print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {args.out}")
+    for slide_id, why in {**s["skipped"], **s["errors"]}.items():
+        print(f"skipped {slide_id}: {why}")
+    return 1 if s["errors"] and not s["slides"] else 0

@@ -1,0 +1,117 @@
+"""Ground-truth tile labels from tumour masks (PNG, one per slide, at some downsample of level 0).
+
+The mask's downsample is, in order: given explicitly, stated in the PNG (text chunk ``acmil_downsample``),
+or inferred from the slide's level-0 size stored with the features (``coords.attrs['level0_width']``). Geometry is pure numpy:
+the fraction of each tile covered by the mask comes from an integral image, so it costs O(N) for
+N tiles whatever their size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from acmil.features import SlideFeatures
+
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".jpg")
+DOWNSAMPLE_KEY = "acmil_downsample"
+
+
+def find_mask(masks_dir: str | os.PathLike, slide_id: str) -> Path | None:
+    """``masks_dir/<slide_id>.png`` (or another image suffix), or None when the slide has no mask."""
+    for suffix in MASK_SUFFIXES:
+        path = Path(masks_dir) / f"{slide_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
+    """A mask image as bool (H, W), True where any channel is non-zero, and the downsample the PNG
+    states in its ``acmil_downsample`` text chunk (as ``acmil.preprocessing.synthetic`` writes), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img)
+            stated = getattr(img, "text", {}).get(DOWNSAMPLE_KEY)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read mask image ({err})") from err
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1)
+    try:
+        downsample = float(stated) if stated else None
+    except ValueError:
+        raise ValueError(f"{path}: bad {DOWNSAMPLE_KEY} text chunk {stated!r}") from None
+    return arr > 0, downsample
+
+
+def mask_downsample(mask_shape: tuple[int, int], slide: SlideFeatures, downsample: float | None = None) -> float:
+    """Level-0 pixels per mask pixel: given, else level-0 width / mask width (checked against height)."""
+    if downsample:
+        return float(downsample)
+    w0 = slide.coord_attrs.get("level0_width")
+    h0 = slide.coord_attrs.get("level0_height")
+    if not w0 or not h0:
+        raise ValueError(
+            f"{slide.slide_id}: feature file has no level0_width/level0_height; give the mask downsample explicitly"
+        )
+    dx, dy = float(w0) / mask_shape[1], float(h0) / mask_shape[0]
+    if abs(dx - dy) > 0.02 * max(dx, dy) + 1.0:
+        raise ValueError(
+            f"{slide.slide_id}: mask {mask_shape[1]}x{mask_shape[0]} does not match the slide's aspect "
+            f"({w0}x{h0}); give the mask downsample explicitly"
+        )
+    return (dx + dy) / 2
+
+
+def tile_fractions(mask: np.ndarray, coords: np.ndarray, patch_size_level0: int, downsample: float) -> np.ndarray:
+    """Fraction of each tile covered by the mask.
+
+    Args:
+        mask: (H, W) bool at ``downsample`` level-0 pixels per mask pixel.
+        coords: (N, 2) level-0 (x, y) of each tile's top-left corner.
+        patch_size_level0: tile side in level-0 pixels.
+        downsample: level-0 pixels per mask pixel.
+
+    Returns:
+        (N,) float in [0, 1]; parts of a tile beyond the mask image count as not covered.
+    """
+    H, W = mask.shape
+    integral = np.zeros((H + 1, W + 1), dtype=np.int64)
+    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    xy = np.asarray(coords, dtype=np.float64)
+    bx0 = np.floor(xy[:, 0] / downsample).astype(np.int64)  # tile box in mask pixels, unclipped
+    by0 = np.floor(xy[:, 1] / downsample).astype(np.int64)
+    bx1 = np.maximum(np.ceil((xy[:, 0] + patch_size_level0) / downsample).astype(np.int64), bx0 + 1)
+    by1 = np.maximum(np.ceil((xy[:, 1] + patch_size_level0) / downsample).astype(np.int64), by0 + 1)
+    x0, x1 = np.clip(bx0, 0, W), np.clip(bx1, 0, W)
+    y0, y1 = np.clip(by0, 0, H), np.clip(by1, 0, H)
+    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    # Divide by the whole tile: a part beyond the mask image is beyond the slide, so not tumour.
+    return inside / ((bx1 - bx0) * (by1 - by0))
+
+
+def tile_labels(
+    masks_dir: str | os.PathLike,
+    slide: SlideFeatures,
+    threshold: float = 0.5,
+    downsample: float | None = None,
+    missing_is_negative: bool = False,
+) -> np.ndarray | None:
+    """(N,) bool tumour label per tile (covered fraction >= ``threshold``), or None without a mask.
+
+    ``missing_is_negative``: a slide without a mask file counts as all-negative (a cohort whose
+    normal slides have no mask).
+    """
+    path = find_mask(masks_dir, slide.slide_id)
+    if path is None:
+        return np.zeros(slide.n_patches, dtype=bool) if missing_is_negative else None
+    mask, stated = read_mask(path)
+    patch = slide.patch_size_level0
+    if not patch:
+        raise ValueError(f"{slide.slide_id}: unknown patch size (no patch_size_level0, coordinates not on a grid)")
+    ds = mask_downsample(mask.shape, slide, downsample or stated)
+    return tile_fractions(mask, slide.coords, int(patch), ds) >= threshold
