@@ -1,0 +1,85 @@
+"""``acmil serve``: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acmil serve",
+        description="Serve slide predictions, attention heatmaps and the slide viewer (REST API under /api/v1).",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.ckpt / .pt)")
+    parser.add_argument("--features", required=True, type=Path, help="folder of <slide_id>.h5 feature files")
+    parser.add_argument("--slides", type=Path, default=None,
+                        help="folder of slide images, matched to feature files by file stem (optional)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key-env", metavar="NAME", default=None,
+                        help="require the API key held in this environment variable on every request")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
+    parser.add_argument("--max-upload-mb", type=float, default=512.0, help="POST /predict upload limit")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, imported lazily
+    from .config import Settings
+
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"{args.checkpoint}: checkpoint not found")
+    if not args.features.is_dir():
+        raise FileNotFoundError(f"{args.features}: features folder not found")
+    if args.slides is not None and not args.slides.is_dir():
+        raise FileNotFoundError(f"{args.slides}: slides folder not found")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+    return Settings(
+        checkpoint=args.checkpoint,
+        features_dir=args.features,
+        slides_dir=args.slides,
+        api_key=api_key,
+        cors_origins=list(args.cors_origin),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+    )
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    import uvicorn
+
+    from .main import create_app
+    from .routers.viewer import assets_ready
+
+    if not assets_ready(settings.viewer_assets_dir):
+        print(f"acmil serve: note: viewer assets missing in {settings.viewer_assets_dir}; run `npm install` "
+              "in the repository root for the viewer (the REST API works without it)")
+    if args.workers > 1:
+        # Workers import the app by name, so pass the settings through the environment.
+        os.environ.update({f"ACMIL_{k.upper()}": _env(v) for k, v in settings.model_dump().items() if v is not None})
+        uvicorn.run("acmil.service.main:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _env(value: object) -> str:
+    import json
+
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)

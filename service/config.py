@@ -1,0 +1,48 @@
+"""Service settings: from the environment (``ACMIL_*``) or given by ``acmil serve``'s flags.
+
+Read once through the cached :func:`get_settings` dependency; tests build a :class:`Settings` directly
+and pass it to ``create_app`` (or override ``get_settings``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# node_modules lies at the repository root, next to service/ (an editable install or a checkout).
+DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "node_modules" / "openseadragon" / "build" / "openseadragon"
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start-up.
+
+    Environment variables are the field names prefixed with ``ACMIL_`` (e.g. ``ACMIL_CHECKPOINT``,
+    ``ACMIL_FEATURES_DIR``, ``ACMIL_API_KEY``; lists as JSON: ``ACMIL_CORS_ORIGINS='["http://x"]'``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACMIL_", extra="ignore")
+
+    checkpoint: Path = Field(description="model checkpoint (.ckpt / .pt) written by training")
+    features_dir: Path = Field(description="folder of <slide_id>.h5 feature files")
+    slides_dir: Path | None = Field(None, description="folder of slide images, matched to feature files by stem")
+    api_key: SecretStr | None = Field(None, description="when set, every request needs it (header or cookie)")
+    api_key_header: str = "X-API-Key"
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = CORS off")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="POST /predict upload limit (413 above)")
+    viewer_assets_dir: Path = Field(DEFAULT_ASSETS, description="OpenSeadragon's build folder (npm install)")
+    prediction_cache_size: int = Field(64, ge=0, description="slides whose prediction is kept in memory")
+    overlay_cache_size: int = Field(16, ge=1, description="rendered attention overlays kept in memory")
+    slide_cache_size: int = Field(16, ge=1, description="open slide handles kept")
+    tile_size: int = Field(254, ge=16, le=2048, description="DeepZoom tile size (slide and overlay)")
+    tile_overlap: int = Field(1, ge=0, le=16, description="DeepZoom tile overlap")
+    tile_quality: int = Field(80, ge=1, le=100, description="JPEG quality of slide tiles")
+    default_top_k: int = Field(12, ge=1, le=1000, description="top-attended tiles in a prediction")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once."""
+    return Settings()  # type: ignore[call-arg]  # required fields come from the environment

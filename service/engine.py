@@ -1,0 +1,250 @@
+"""The service's working parts: the loaded model, per-slide predictions (cached) and slide images.
+
+Routers call these methods and turn the results into response models; nothing here knows HTTP except
+through :mod:`acmil.service.errors`. All methods are blocking (HDF5, torch, OpenSlide) and thread-safe:
+FastAPI runs them in its threadpool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmil.checkpoint import LoadedModel
+from acmil.features import FeatureFileError, SlideFeatures, provenance, read_features, read_meta
+from acmil.inference import BagPrediction, predict_bag
+
+from .errors import BadInput, NotFound
+from .registry import LRUCache, SlideEntry, SlideRegistry
+from .slides import SlideImages
+
+FINGERPRINT_BYTES = 64 * 1024
+DEFAULT_PATCH = 256  # only when a file has one tile and no patch-size attribute
+
+
+def fingerprint(path: Path) -> str:
+    """A key that changes when the file's content does: size, mtime and its first and last 64 KiB.
+
+    Cheap for any size (a full hash of a 500 MB feature file would cost more than the prediction);
+    HDF5 keeps its superblock and object headers at the ends, which any rewrite changes.
+    """
+    stat = path.stat()
+    digest = hashlib.blake2b(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=16)
+    with path.open("rb") as handle:
+        digest.update(handle.read(FINGERPRINT_BYTES))
+        if stat.st_size > FINGERPRINT_BYTES:
+            handle.seek(max(FINGERPRINT_BYTES, stat.st_size - FINGERPRINT_BYTES))
+            digest.update(handle.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+@dataclass
+class SlideResult:
+    """A slide's prediction with the geometry needed to draw its attention.
+
+    Attributes:
+        coords: (N, 2) int64 level-0 (x, y) of each tile.
+        prediction: probabilities (C,), attention (M, N).
+        level0_size: (width, height) of the slide (from the image, the file's attributes or the coords).
+    """
+
+    slide_id: str
+    key: str
+    coords: np.ndarray
+    prediction: BagPrediction
+    patch_size_level0: int
+    level0_size: tuple[int, int]
+    elapsed_ms: float
+
+    def scores(self, branch: int | None) -> np.ndarray:
+        """(N,) attention: the mean over branches (None) or one branch."""
+        attention = self.prediction.attention
+        if branch is None:
+            return attention.mean(axis=0)
+        if not 0 <= branch < attention.shape[0]:
+            raise BadInput(f"branch must be in 0..{attention.shape[0] - 1} (or 'mean'), got {branch}")
+        return attention[branch]
+
+
+def level0_size_of(feats: SlideFeatures, patch: int) -> tuple[int, int]:
+    """Slide extent from the feature file's attributes, else the tiles' bounding box."""
+    w, h = feats.coord_attrs.get("level0_width"), feats.coord_attrs.get("level0_height")
+    if w and h:
+        return int(w), int(h)
+    far = feats.coords.max(axis=0) + patch
+    return int(max(far[0], 1)), int(max(far[1], 1))
+
+
+class Engine:
+    """Model + registry + caches. One per app, created in the lifespan."""
+
+    def __init__(self, loaded: LoadedModel, registry: SlideRegistry, settings: Any) -> None:
+        self.loaded = loaded
+        self.registry = registry
+        self.settings = settings
+        self.images = SlideImages(settings)
+        self._predictions = LRUCache(settings.prediction_cache_size)
+        self._overlays = LRUCache(settings.overlay_cache_size)
+        self._meta = LRUCache(1024)
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # --- slides -------------------------------------------------------------------------------
+    def entry(self, slide_id: str) -> SlideEntry:
+        """The registered slide, or 404. Ids are only ever dictionary keys, never paths."""
+        entry = self.registry.get(slide_id)
+        if entry is None:
+            raise NotFound(f"unknown slide id {slide_id!r}")
+        return entry
+
+    def summary(self, entry: SlideEntry) -> tuple[int | None, str | None]:
+        """(n_tiles, error) of a slide's feature file, reading only its header (cached by content)."""
+        try:
+            key = fingerprint(entry.features_path)
+            meta = self._meta.get(key)
+            if meta is None:
+                meta = read_meta(entry.features_path)
+                self._meta.put(key, meta)
+            if meta.dim != self.loaded.card.in_dim:
+                return meta.n_patches, f"feature dim {meta.dim} does not match the model's {self.loaded.card.in_dim}"
+            return meta.n_patches, None
+        except (FeatureFileError, OSError) as err:
+            return None, _public(err, entry)
+
+    def metadata(self, entry: SlideEntry) -> dict[str, Any]:
+        result = self.predict(entry)[0]  # geometry and tile count come with the (cached) prediction
+        meta = read_meta(entry.features_path)
+        info = self.images.info(entry)
+        mpp = info.get("mpp") or _sane_mpp(meta.attrs.get("mpp_level0"))
+        return {
+            "slide_id": entry.slide_id,
+            "has_image": info["has_image"],
+            "width": result.level0_size[0],
+            "height": result.level0_size[1],
+            "mpp": mpp,
+            "n_tiles": meta.n_patches,
+            "feature_dim": meta.dim,
+            "patch_size_level0": result.patch_size_level0,
+            "vendor": info.get("vendor"),
+            "level_count": info.get("level_count"),
+            "objective_power": info.get("objective_power"),
+            "provenance": provenance(meta.attrs),
+            "image_error": info.get("error"),
+            "deepzoom_tile_size": self.settings.tile_size,
+            "deepzoom_overlap": self.settings.tile_overlap,
+        }
+
+    # --- predictions --------------------------------------------------------------------------
+    def predict(self, entry: SlideEntry) -> tuple[SlideResult, bool]:
+        """The slide's prediction and whether it came from the cache (keyed by the file's content)."""
+        try:
+            key = fingerprint(entry.features_path)
+        except OSError as err:
+            raise BadInput(_public(err, entry)) from err
+        cached = self._predictions.get(key)
+        if cached is not None:
+            return cached, True
+        with self._lock_for(key):  # one computation per file even under concurrent first views
+            cached = self._predictions.get(key)
+            if cached is not None:
+                return cached, True
+            start = time.perf_counter()
+            try:
+                feats = read_features(entry.features_path, slide_id=entry.slide_id)
+            except FeatureFileError as err:
+                raise BadInput(_public(err, entry)) from err
+            result = self._run(feats, key, start, self.images.dimensions(entry))
+            self._predictions.put(key, result)
+        return result, False
+
+    def predict_features(self, feats: SlideFeatures) -> SlideResult:
+        """Prediction for features not on disk (uploads); not cached."""
+        return self._run(feats, "upload", time.perf_counter(), None)
+
+    def _run(self, feats: SlideFeatures, key: str, start: float, image_size: tuple[int, int] | None) -> SlideResult:
+        in_dim = self.loaded.card.in_dim
+        if feats.dim != in_dim:
+            raise BadInput(f"{feats.slide_id}: feature dim {feats.dim} does not match the model's in_dim {in_dim}")
+        patch = feats.patch_size_level0 or DEFAULT_PATCH
+        prediction = predict_bag(self.loaded.model, feats.features)
+        size = image_size or level0_size_of(feats, patch)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed)
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._key_locks) > 4096:  # forget idle locks; a held one is recreated harmlessly
+                self._key_locks = {k: v for k, v in self._key_locks.items() if v.locked()}
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    # --- attention rendering ------------------------------------------------------------------
+    def heatmap_png(self, entry: SlideEntry, branch: int | None, **options: Any) -> bytes:
+        """The heatmap over the slide thumbnail (or a blank canvas), as PNG bytes."""
+        from acmil.heatmap import render_heatmap
+
+        result, _ = self.predict(entry)
+        background = self.images.thumbnail(entry, options["max_size"])
+        try:
+            image = render_heatmap(
+                result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
+                background=background, **options,
+            )
+        except ValueError as err:
+            raise BadInput(str(err)) from err
+        return _png(image)
+
+    def overlay(self, entry: SlideEntry, branch: int | None, cmap: str, normalisation: str, smoothing: float):
+        """A :class:`~acmil.heatmap.DeepZoomOverlay` aligned with the slide's DeepZoom tiles (cached)."""
+        from acmil.heatmap import DeepZoomOverlay, overlay_max_size, render_overlay
+
+        result, _ = self.predict(entry)
+        key = (result.key, branch, cmap, normalisation, round(float(smoothing), 3))
+        overlay = self._overlays.get(key)
+        if overlay is None:
+            size = overlay_max_size(result.level0_size, result.patch_size_level0)
+            try:
+                image = render_overlay(
+                    result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
+                    max_size=size, cmap=cmap, alpha=1.0, smoothing_sigma=smoothing, normalisation=normalisation,
+                )
+            except ValueError as err:
+                raise BadInput(str(err)) from err
+            overlay = DeepZoomOverlay(image, result.level0_size, self.settings.tile_size, self.settings.tile_overlap)
+            self._overlays.put(key, overlay)
+        return overlay
+
+    def overlay_tile(self, overlay: Any, level: int, col: int, row: int) -> bytes:
+        try:
+            return _png(overlay.get_tile(level, col, row))
+        except ValueError as err:
+            raise NotFound(str(err)) from err
+
+
+def _png(image: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # speed over a few % of size
+    return buffer.getvalue()
+
+
+def _sane_mpp(value: Any) -> float | None:
+    """µm/px if plausible for a microscope (a 72-dpi TIFF tag gives 352, which is not)."""
+    try:
+        mpp = float(value)
+    except (TypeError, ValueError):
+        return None
+    return mpp if math.isfinite(mpp) and 0.01 <= mpp <= 50 else None
+
+
+def _public(err: Exception, entry: SlideEntry) -> str:
+    """An error message naming the feature file by name only (no server paths to clients)."""
+    text = str(err).replace(str(entry.features_path), entry.features_path.name)
+    return f"slide {entry.slide_id!r}: {text}"

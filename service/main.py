@@ -1,0 +1,78 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, the model, routers and guards.
+
+The checkpoint is loaded once, in the lifespan (not at import), and lives on ``app.state.engine``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from acmil.checkpoint import load_model
+
+from .config import Settings, get_settings
+from .engine import Engine
+from .errors import ServiceError
+from .registry import SlideRegistry
+from .routers import predict, slides, viewer
+from .security import ApiKeyMiddleware, UploadLimitMiddleware
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. ``settings`` default to the environment (``ACMIL_*``), see :class:`Settings`."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = load_model(settings.checkpoint)
+        registry = SlideRegistry(settings.features_dir, settings.slides_dir)
+        app.state.engine = Engine(loaded, registry, settings)
+        try:
+            yield
+        finally:
+            app.state.engine.images.close()
+            del app.state.engine
+
+    app = FastAPI(
+        title="ACMIL slide service",
+        summary="Whole-slide predictions with attention heatmaps, and a DeepZoom viewer",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        redoc_url=None,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.include_router(predict.router, prefix=API_PREFIX)
+    app.include_router(slides.router, prefix=API_PREFIX)
+    app.include_router(viewer.router)
+    viewer.mount_assets(app, settings.viewer_assets_dir)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    # Added last = outermost: CORS answers preflights before the key check (browsers send no key there).
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(),
+                           header=settings.api_key_header)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=[settings.api_key_header, "Content-Type"])
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("acmil")
+    except PackageNotFoundError:
+        return "0"

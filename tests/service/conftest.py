@@ -1,0 +1,77 @@
+"""Fixtures of the service tests: the trained checkpoint, feature folders, real slides, the app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_helpers import CMU, PATCH, SHARED, cmu_tissue_coords, grid_coords, make_bag, train_checkpoint, write_slide
+
+from acmil.features import write_features
+
+
+@pytest.fixture(scope="session")
+def service_data(tmp_path_factory) -> dict:
+    """Folders and checkpoint for the app; real slides are linked in when ../shared is present."""
+    root = tmp_path_factory.mktemp("service")
+    features, slides = root / "features", root / "slides"
+    features.mkdir()
+    slides.mkdir()
+    checkpoint = train_checkpoint(root / "model.ckpt")
+    rng = np.random.default_rng(42)
+    planted = {}
+    for name, positive in [("synthetic_pos", True), ("synthetic_neg", False)]:
+        feats, rows = make_bag(rng, positive, 96)
+        write_slide(features / f"{name}.h5", feats, grid_coords(96, 12), size=(12 * PATCH, 8 * PATCH))
+        planted[name] = rows
+    (features / "broken.h5").write_bytes(b"this is not an HDF5 file at all" * 10)
+    feats, _ = make_bag(rng, False, 20)
+    write_features(features / "wrong_dim.h5", feats[:, :16], grid_coords(20, 5))
+    data = {"root": root, "features": features, "slides": slides, "checkpoint": checkpoint, "planted": planted}
+    if (SHARED / f"{CMU}.svs").is_file():
+        os.symlink(SHARED / f"{CMU}.svs", slides / f"{CMU}.svs")  # linked, never copied
+        coords = cmu_tissue_coords(SHARED / f"{CMU}.svs")
+        feats, rows = make_bag(rng, True, len(coords))
+        write_slide(features / f"{CMU}.h5", feats, coords)
+        planted[CMU] = rows
+        os.symlink(SHARED / "kidney-48-5.tif", slides / "kidney-48-5.tif")  # not a WSI: open_slide -> PIL
+        write_slide(features / "kidney-48-5.h5", make_bag(rng, False, 12)[0], grid_coords(12, 6))
+    return data
+
+
+@pytest.fixture(scope="session")
+def make_settings(service_data):
+    from acmil.service.config import Settings
+
+    def make(**overrides) -> Settings:
+        values = dict(
+            checkpoint=service_data["checkpoint"],
+            features_dir=service_data["features"],
+            slides_dir=service_data["slides"],
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def client(make_settings):
+    """A TestClient of the app with default settings (no API key), lifespan run once per session."""
+    from fastapi.testclient import TestClient
+
+    from acmil.service.main import create_app
+
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def scratch_features(service_data, tmp_path) -> Path:
+    """A private copy of the generated feature files, for tests that modify them."""
+    target = tmp_path / "features"
+    shutil.copytree(service_data["features"], target, symlinks=True)
+    return target
