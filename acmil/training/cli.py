@@ -64,6 +64,7 @@ class ACMILCLI(LightningCLI):
             parser_kwargs={"prog": prog, "description": __doc__.split("\n\n")[0]},
             args=args,
             run=False,
+            auto_configure_optimizers=False,  # the module builds AdamW + per-step cosine itself
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

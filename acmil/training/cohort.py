@@ -86,7 +86,8 @@ def read_labels(path: str | os.PathLike) -> tuple[list[LabelRow], list[str]]:
         rows, problems, seen = [], [], {}
         for line, raw in enumerate(reader, start=2):
             cell = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-            row = LabelRow(line, cell["slide_id"], cell["label"], cell.get("split", "").lower(), cell.get("case_id", ""))
+            split, case = cell.get("split", "").lower(), cell.get("case_id", "")
+            row = LabelRow(line, cell["slide_id"], cell["label"], split, case)
             where = f"{path}, line {line}"
             if not row.slide_id:
                 problems.append(f"{where}: empty slide_id")
@@ -195,7 +196,7 @@ def scan_cohort(
 def check_split_classes(cohort: Cohort, splits: dict[str, list[int]]) -> None:
     """Every class must be present in the training split (else the model can never predict it)."""
     counts = np.bincount(np.asarray(cohort.targets, dtype=int)[splits["train"]], minlength=len(cohort.class_names))
-    missing = [name for name, c in zip(cohort.class_names, counts) if c == 0]
+    missing = [name for name, c in zip(cohort.class_names, counts, strict=True) if c == 0]
     if missing:
         raise DataValidationError(
             [f"class {name!r} has no slide in the training split ({len(splits['train'])} slides)" for name in missing]

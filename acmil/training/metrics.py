@@ -77,7 +77,7 @@ def prediction_rows(
         if labels is not None:
             row["label"] = labels[j]
         row["predicted"] = class_names[int(np.argmax(probs[j]))]
-        row.update({f"prob_{c}": f"{float(p):.6f}" for c, p in zip(class_names, probs[j])})
+        row.update({f"prob_{c}": f"{float(p):.6f}" for c, p in zip(class_names, probs[j], strict=True)})
         rows.append(row)
     return rows
 

@@ -23,7 +23,10 @@ class MILModule(L.LightningModule):
 
     Args:
         arch: model name in the registry (acmil, abmil, mean, max).
-        arch_args: keyword arguments of the model (n_branches, top_k, mask_ratio, hidden_dim, ...).
+        arch_args: keyword arguments of the model (n_branches, top_k, mask_ratio, attn_dim, dropout, ...).
+        hidden_dim: width H of the reduced instance features; default ``in_dim // 2``. Its own argument (not
+            in ``arch_args``) so a feature-type config can set it on top of a model config (the paper uses
+            256 for ResNet-18 512-d features and 128 for ViT-S 384-d ones).
         in_dim: feature width D (linked from the data module).
         class_names: label map in index order (linked from the data module).
         encoder: provenance of the training features (linked from the data module; stored in checkpoints).
@@ -39,6 +42,7 @@ class MILModule(L.LightningModule):
         self,
         arch: str = "acmil",
         arch_args: dict[str, Any] | None = None,
+        hidden_dim: int | None = None,
         in_dim: int | None = None,
         class_names: list[str] | None = None,
         encoder: dict[str, Any] | None = None,
@@ -54,6 +58,11 @@ class MILModule(L.LightningModule):
             raise ValueError("MILModule needs in_dim and class_names (linked from the data module)")
         self.save_hyperparameters()
         self.arch, self.arch_args = arch, dict(arch_args or {})
+        if hidden_dim is not None:
+            if self.arch_args.get("hidden_dim", hidden_dim) != hidden_dim:
+                other = self.arch_args["hidden_dim"]
+                raise ValueError(f"hidden_dim={hidden_dim} conflicts with arch_args.hidden_dim={other}")
+            self.arch_args["hidden_dim"] = hidden_dim
         self.class_names, self.encoder = list(class_names), dict(encoder or {})
         self.model = create_model(arch, in_dim=in_dim, n_classes=len(self.class_names), **self.arch_args)
         self.loss_weights = {
@@ -78,7 +87,7 @@ class MILModule(L.LightningModule):
         train = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v.detach() if k != "loss" else v for k, v in terms.items()},
-            batch_size=target.shape[0], on_step=train, on_epoch=True, prog_bar=False, sync_dist=not train,
+            batch_size=target.shape[0], on_step=train, on_epoch=True, prog_bar=False, sync_dist=True,
         )
         self.metrics[f"{stage}_"].update(torch.softmax(out.logits.detach().float(), dim=-1), target)
         return terms["loss"]
@@ -97,11 +106,12 @@ class MILModule(L.LightningModule):
         return {"index": batch["index"], "probabilities": torch.softmax(out.logits.float(), dim=-1)}
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        # compute() gathers the states of every process under DDP, so each rank logs the same global values.
+        # compute() gathers the states of every process under DDP, so each rank holds the same global values
+        # (sync_dist then averages identical numbers: harmless, and it tells Lightning they are global).
         values = self.metrics[f"{stage}_"].compute()
-        self.log_dict(values, prog_bar=stage == "val")
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         if stage == "val":
-            self.log(SELECTION_METRIC, values["val/f1_macro"] + values["val/auc"], prog_bar=True)
+            self.log(SELECTION_METRIC, values["val/f1_macro"] + values["val/auc"], prog_bar=True, sync_dist=True)
         self.metrics[f"{stage}_"].reset()
 
     def on_train_epoch_end(self) -> None:

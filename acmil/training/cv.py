@@ -1,0 +1,113 @@
+"""``acmil cv --folds K [acmil train options]``: K-fold cross-validation.
+
+Folds are stratified by label and grouped by case_id. Fold k's slides are its test set; the remaining
+cases are split again into train and an inner validation set (``--data.val_fraction``) used to select the
+checkpoint. Each fold is a full ``acmil train`` run in ``RUN/fold_<k>/``; ``RUN/cv_summary.json`` holds each
+test metric's mean and (sample) std over the folds and every fold's numbers, and ``RUN/oof_predictions.csv``
+all folds' out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .metrics import METRIC_NAMES, metric_values, write_csv
+
+DEFAULT_CV_DIR = "runs/cv"
+
+
+def _flag_value(argv: list[str], flag: str) -> list[str]:
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def run_dir_of(argv: list[str]) -> Path:
+    """RUN from --trainer.default_root_dir, else from the --config files (last wins), else runs/cv."""
+    flags = _flag_value(argv, "--trainer.default_root_dir")
+    if flags:
+        return Path(flags[-1])
+    found = None
+    for cfg in _flag_value(argv, "--config"):
+        try:
+            data = yaml.safe_load(Path(cfg).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # the train parser reports unreadable configs itself
+        found = (data.get("trainer") or {}).get("default_root_dir") or found
+    return Path(found or DEFAULT_CV_DIR)
+
+
+def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample std (ddof=1) of each metric over folds."""
+    out = {}
+    for name in METRIC_NAMES:
+        vals = np.array([m[name] for m in fold_metrics if name in m], dtype=float)
+        if vals.size:
+            std = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+            out[name] = {"mean": float(vals.mean()), "std": std}
+    return out
+
+
+def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
+    from .cli import run_training  # Lightning is imported only when cv runs
+
+    if any("ddp" in a for a in train_argv):
+        raise ValueError("acmil cv runs its folds one after another in one process; use DDP with acmil train")
+    root = run_dir_of(train_argv)
+    fold_records, oof_rows, fields = [], [], None
+    for k in range(folds):
+        fold_dir = root / f"fold_{k}"
+        fold_args = ["--data.folds", str(folds), "--data.fold", str(k), "--trainer.default_root_dir", str(fold_dir)]
+        metrics = run_training(train_argv + fold_args)
+        if metrics is None:  # not rank 0
+            return {}
+        fold_records.append({"fold": k, "run_dir": str(fold_dir), **metrics})
+        with (fold_dir / "predictions.csv").open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = ["fold"] + [f for f in (reader.fieldnames or []) if f != "split"]
+            oof_rows += [{"fold": k, **row} for row in reader if row.get("split") == "test"]
+    class_cols = [f for f in (fields or []) if f.startswith("prob_")]
+    names = [c[len("prob_"):] for c in class_cols]
+    probs = np.array([[float(r[c]) for c in class_cols] for r in oof_rows], dtype=np.float32)
+    targets = np.array([names.index(r["label"]) for r in oof_rows], dtype=int)
+    summary = {
+        "metrics": summarise([r["test"] for r in fold_records]),
+        "folds": fold_records,
+        "pooled_oof": metric_values(probs, targets, len(names)),
+        "n_folds": folds,
+    }
+    write_csv(root / "oof_predictions.csv", oof_rows, fields)
+    tmp = root / ".cv_summary.json.partial"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, root / "cv_summary.json")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="acmil cv", add_help=False, description=__doc__.split("\n\n")[0],
+        epilog="Every other option is passed to each fold's `acmil train` (see acmil train --help).",
+    )
+    parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    parser.add_argument("-h", "--help", action="store_true")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.help:
+        parser.print_help()
+        return 0
+    summary = run_cv(args.folds, rest)
+    if summary:
+        print(json.dumps(summary["metrics"], indent=2))
+    return 0

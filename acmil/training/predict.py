@@ -1,0 +1,71 @@
+"""``acmil predict --checkpoint CKPT --features DIR --out FILE.csv``: slide predictions without Lightning.
+
+One unreadable feature file does not stop the others: it is reported on stderr and the exit code is 1,
+while every other slide's prediction is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from acmil.checkpoint import load_model
+from acmil.features import FeatureFileError, list_feature_files, read_features
+from acmil.inference import predict_bag
+
+from .cohort import read_labels
+from .metrics import prediction_rows, write_csv
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acmil predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="best.ckpt from training, or an imported checkpoint")
+    p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files (or one .h5 file)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--labels-csv", default=None, help="optional labels CSV: adds the true label column")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    return p
+
+
+def predict_folder(
+    checkpoint: str | Path, features: str | Path, out: str | Path, labels_csv: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple[Path, list[str]]:
+    """Predict every feature file; returns the CSV path and the list of per-file errors."""
+    loaded = load_model(checkpoint, map_location="cpu")
+    model = loaded.model.to(device)
+    names = loaded.card.class_names
+    features = Path(features)
+    files = {features.stem: features} if features.is_file() else list_feature_files(features)
+    if not files:
+        raise FileNotFoundError(f"{features}: no .h5 feature files")
+    truth: dict[str, str] | None = None
+    if labels_csv:
+        rows, problems = read_labels(labels_csv)
+        if problems:
+            raise ValueError("; ".join(problems))
+        truth = {r.slide_id: r.label for r in rows}
+    out_rows, errors = [], []
+    for sid, path in files.items():
+        try:
+            slide = read_features(path)
+            if slide.dim != loaded.card.in_dim:
+                raise FeatureFileError(f"{path}: {slide.dim}-d features, the model expects {loaded.card.in_dim}-d")
+        except FeatureFileError as err:
+            errors.append(str(err))
+            continue
+        pred = predict_bag(model, slide.features)
+        labels = [truth.get(sid, "")] if truth is not None else None
+        out_rows += prediction_rows([sid], pred.probabilities[None], names, labels)
+    fields = ["slide_id"] + (["label"] if truth is not None else []) + ["predicted"] + [f"prob_{c}" for c in names]
+    return write_csv(out, out_rows, fields), errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out, errors = predict_folder(args.checkpoint, args.features, args.out, args.labels_csv, args.device)
+    for err in errors:
+        print(f"acmil predict: skipped {err}", file=sys.stderr)
+    print(f"wrote {out}" + (f" ({len(errors)} file(s) skipped)" if errors else ""))
+    return 1 if errors else 0

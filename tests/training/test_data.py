@@ -1,0 +1,138 @@
+"""The data module: lazy reads, padding + masks, cache, and every kind of bad input rejected up front."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acmil.features import write_features
+from acmil.training.cohort import DataValidationError
+from acmil.training.data import FeatureDataModule, collate_bags
+from acmil.training.synthetic_features import make_cohort
+
+
+@pytest.fixture()
+def small(tmp_path: Path):
+    return make_cohort(tmp_path / "c", n_slides=16, n_patches=(5, 9), dim=8, seed=1)
+
+
+def _rewrite_labels(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    fields = fields or list(rows[0])
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_collate_pads_and_masks() -> None:
+    bags = [{"features": torch.ones(n, 3) * n, "label": n % 2, "index": n} for n in (2, 5, 3)]
+    batch = collate_bags(bags)
+    assert batch["features"].shape == (3, 5, 3) and batch["mask"].shape == (3, 5)
+    assert batch["mask"].sum(1).tolist() == [2, 5, 3]
+    assert batch["features"][0, 2:].abs().sum() == 0 and batch["features"][0, :2].eq(2).all()
+    assert batch["label"].tolist() == [0, 1, 1] and batch["index"].tolist() == [2, 5, 3]
+    single = collate_bags(bags[:1])
+    assert single["mask"] is None and single["features"].shape == (1, 2, 3)
+
+
+def test_data_module_reads_lazily_and_links(small) -> None:
+    dm = FeatureDataModule(small.features_dir, small.labels_csv, batch_size=4, seed=0)
+    assert dm.in_dim == 8 and dm.class_names == ["normal", "tumour"]
+    assert dm.encoder.get("encoder") == "synthetic"
+    dm.setup("fit")
+    assert dm.dataset("train").cache is None  # nothing held in memory by default
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["features"].shape[0] == 4 and batch["mask"] is not None
+    n_real = batch["mask"].sum(1)
+    for j, i in enumerate(batch["index"].tolist()):
+        assert n_real[j] == dm.cohort.n_patches[i]
+    assert sum(len(v) for v in dm.splits.values()) == 16
+
+
+def test_cache_is_filled_by_the_validation_scan(small) -> None:
+    dm = FeatureDataModule(small.features_dir, small.labels_csv, cache=True, seed=0)
+    dm.setup("fit")
+    assert len(dm.dataset("train").cache) == 16
+    item = dm.dataset("val")[0]
+    assert np.array_equal(item["features"].numpy(), dm.dataset("val").cache[item["index"]])
+
+
+def test_split_column_is_used(tmp_path: Path) -> None:
+    c = make_cohort(tmp_path / "c", n_slides=20, n_patches=(5, 9), dim=8, split_column=True)
+    dm = FeatureDataModule(c.features_dir, c.labels_csv)
+    rows = _rows(c.labels_csv)
+    assert [dm.cohort.slide_ids[i] for i in dm.splits["test"]] == [r["slide_id"] for r in rows if r["split"] == "test"]
+    assert dm.splits_record()["source"] == "csv"
+
+
+def test_every_bad_input_is_listed_in_one_error(small) -> None:
+    feats = small.features_dir
+    (feats / "slide_0000.h5").unlink()  # missing feature file
+    good = feats / "slide_0001.h5"
+    data = good.read_bytes()
+    (feats / "slide_0002.h5").write_bytes(data[: len(data) // 2])  # truncated
+    (feats / "slide_0003.h5").write_text("not an HDF5 file")  # not HDF5
+    write_features(feats / "slide_0004.h5", np.zeros((6, 16), np.float32), np.zeros((6, 2)))  # other dim
+    write_features(feats / "slide_0005.h5", np.zeros((0, 8), np.float32), np.zeros((0, 2)))  # empty bag
+    nan = np.zeros((6, 8), np.float32)
+    nan[3, 1] = np.nan
+    write_features(feats / "slide_0006.h5", nan, np.zeros((6, 2)))  # NaN
+    inf = np.zeros((6, 8), np.float32)
+    inf[0, 0] = np.inf
+    write_features(feats / "slide_0007.h5", inf, np.zeros((6, 2)))  # inf
+    rows = _rows(small.labels_csv)
+    rows[8]["label"] = "metastasis"  # unknown label (line 10 of the CSV)
+    _rewrite_labels(small.labels_csv, rows)
+    dm = FeatureDataModule(feats, small.labels_csv, class_names=["normal", "tumour"])
+    with pytest.raises(DataValidationError) as info:
+        dm.prepare()
+    msg = str(info.value)
+    assert len(info.value.problems) == 8, msg
+    assert "slide_0000" in msg and "no feature file" in msg
+    assert "slide_0002.h5" in msg and "slide_0003.h5" in msg
+    assert "slide_0004.h5: feature dim 16" in msg
+    assert "slide_0005.h5: empty bag" in msg
+    assert "slide_0006.h5: 1 patch rows contain NaN or inf" in msg and "slide_0007.h5" in msg
+    assert "line 10" in msg and "unknown label 'metastasis'" in msg
+
+
+def test_missing_columns(small) -> None:
+    rows = _rows(small.labels_csv)
+    _rewrite_labels(small.labels_csv, rows, ["slide_id", "case_id"])
+    with pytest.raises(DataValidationError, match=r"missing required column\(s\) \['label'\]"):
+        FeatureDataModule(small.features_dir, small.labels_csv).prepare()
+
+
+def test_class_missing_from_training_split(tmp_path: Path) -> None:
+    c = make_cohort(tmp_path / "c", n_slides=20, n_patches=(5, 9), dim=8, split_column=True)
+    rows = _rows(c.labels_csv)
+    for r in rows:  # every tumour slide goes to test
+        if r["label"] == "tumour":
+            r["split"] = "test"
+    _rewrite_labels(c.labels_csv, rows)
+    with pytest.raises(DataValidationError, match="class 'tumour' has no slide in the training split"):
+        FeatureDataModule(c.features_dir, c.labels_csv).prepare()
+
+
+def test_cli_rejects_bad_input_before_training(small, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from acmil.cli import main
+
+    shutil.copyfile(small.features_dir / "slide_0001.h5", small.features_dir / "unlabelled.h5")  # ignored
+    (small.features_dir / "slide_0009.h5").write_text("garbage")
+    run = tmp_path / "run"
+    code = main(["train", "--data.features_dir", str(small.features_dir), "--data.labels_csv", str(small.labels_csv),
+                 "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("acmil train: error: 1 problem(s)") and "slide_0009.h5" in err
+    assert not (run / "checkpoints").exists()

@@ -1,0 +1,162 @@
+"""End to end: `acmil train`, `test`, `predict` and `cv` on a generated cohort with a planted signal."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acmil.checkpoint import load_model
+from acmil.features import read_features
+from acmil.inference import predict_bag
+from acmil.training.cli import run_training
+from acmil.training.module import MILModule
+
+METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auc"}
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _val_rows(run: Path) -> list[dict]:
+    return [r for r in _csv(run / "logs" / "csv" / "metrics.csv") if r.get("val/selection")]
+
+
+def test_trains_to_high_auc_quickly(trained_run: dict) -> None:
+    metrics = trained_run["metrics"]
+    assert metrics["val"]["auc"] >= 0.95, metrics
+    assert trained_run["seconds"] < 60
+
+
+def test_run_directory_contents(trained_run: dict, cohort) -> None:
+    run = trained_run["run"]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved) == {"val", "test"} and saved == trained_run["metrics"]
+    for split in ("val", "test"):
+        assert set(saved[split]) == METRICS and all(0.0 <= v <= 1.0 for v in saved[split].values())
+    splits = json.loads((run / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(cohort.labels)
+    rows = _csv(run / "predictions.csv")
+    assert list(rows[0]) == ["slide_id", "split", "label", "predicted", "prob_normal", "prob_tumour"]
+    assert sorted(r["slide_id"] for r in rows) == sorted(splits["val"] + splits["test"])
+    assert all(r["label"] == cohort.labels[r["slide_id"]] for r in rows)
+    assert all(abs(float(r["prob_normal"]) + float(r["prob_tumour"]) - 1) < 1e-4 for r in rows)
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_logs_losses_by_name_and_cosine_schedule(trained_run: dict) -> None:
+    rows = _csv(trained_run["run"] / "logs" / "csv" / "metrics.csv")
+    columns = set(rows[0])
+    assert {"train/branch_ce_step", "train/slide_ce_step", "train/diversity_step", "train/loss_epoch",
+            "val/f1_macro", "val/auc", "val/selection"} <= columns
+    lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    assert lrs[0] == pytest.approx(5e-3, rel=0.01)  # first logged at step 10 of a per-step decay
+    assert lrs[-1] < 0.02 * lrs[0] and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_selected_checkpoint_is_the_best_validation_epoch(trained_run: dict) -> None:
+    vals = _val_rows(trained_run["run"])
+    best = max(vals, key=lambda r: float(r["val/selection"]))  # max() keeps the first maximum, as the callback
+    saved = trained_run["metrics"]["val"]
+    assert float(best["val/auc"]) == pytest.approx(saved["auc"], abs=1e-4)
+    assert float(best["val/f1_macro"]) == pytest.approx(saved["f1_macro"], abs=1e-4)
+    ckpt = torch.load(trained_run["run"] / "checkpoints" / "best.ckpt", weights_only=False)
+    assert ckpt["epoch"] == int(best["epoch"])
+
+
+def test_best_checkpoint_loads_without_lightning(trained_run: dict, cohort) -> None:
+    path = trained_run["run"] / "checkpoints" / "best.ckpt"
+    loaded = load_model(path)
+    assert loaded.card.arch == "acmil" and loaded.card.class_names == ["normal", "tumour"]
+    assert loaded.card.in_dim == 32 and loaded.card.encoder["encoder"] == "synthetic"
+    module = MILModule.load_from_checkpoint(path, map_location="cpu").eval()
+    rows = {r["slide_id"]: r for r in _csv(trained_run["run"] / "predictions.csv")}
+    for sid, row in list(rows.items())[:6]:
+        feats = read_features(cohort.features_dir / f"{sid}.h5").features
+        pred = predict_bag(loaded.model, feats)
+        with torch.no_grad():
+            ref = torch.softmax(module(torch.from_numpy(feats)[None]).logits, -1)[0].numpy()
+        np.testing.assert_allclose(pred.probabilities, ref, atol=1e-6)
+        assert float(row["prob_tumour"]) == pytest.approx(float(pred.probabilities[1]), abs=1e-5)
+
+
+def test_predict_command(trained_run: dict, cohort, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from acmil.cli import main
+
+    out = tmp_path / "pred.csv"
+    ckpt = str(trained_run["run"] / "checkpoints" / "best.ckpt")
+    assert main(["predict", "--checkpoint", ckpt, "--features", str(cohort.features_dir), "--out", str(out),
+                 "--labels-csv", str(cohort.labels_csv)]) == 0
+    rows = _csv(out)
+    assert len(rows) == 60 and list(rows[0]) == ["slide_id", "label", "predicted", "prob_normal", "prob_tumour"]
+    correct = np.mean([r["label"] == r["predicted"] for r in rows])
+    assert correct > 0.8
+    # One unreadable file is reported and skipped; the others are still predicted.
+    bad = tmp_path / "feats"
+    bad.mkdir()
+    for sid in ("slide_0000", "slide_0001"):
+        (bad / f"{sid}.h5").write_bytes((cohort.features_dir / f"{sid}.h5").read_bytes())
+    (bad / "broken.h5").write_text("nope")
+    assert main(["predict", "--checkpoint", ckpt, "--features", str(bad), "--out", str(out)]) == 1
+    assert "broken.h5" in capsys.readouterr().err
+    assert [r["slide_id"] for r in _csv(out)] == ["slide_0000", "slide_0001"]
+
+
+def test_test_command_reproduces_run_metrics(trained_run: dict, cohort, tmp_path: Path) -> None:
+    from acmil.cli import main
+
+    run = trained_run["run"]
+    assert main(["test", "--checkpoint", str(run / "checkpoints" / "best.ckpt"),
+                 "--data.features_dir", str(cohort.features_dir), "--data.labels_csv", str(cohort.labels_csv),
+                 "--data.splits_file", str(run / "splits.json"), "--out", str(tmp_path)]) == 0
+    got = json.loads((tmp_path / "metrics.json").read_text())["test"]
+    for k, v in trained_run["metrics"]["test"].items():
+        assert got[k] == pytest.approx(v, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_same_seed_same_run(cohort, tmp_path: Path, train_args) -> None:
+    a = run_training(train_args(cohort, tmp_path / "a", 2, 7))
+    b = run_training(train_args(cohort, tmp_path / "b", 2, 7))
+    assert a == b
+    losses = [[r["train/loss_step"] for r in _csv(p / "logs/csv/metrics.csv") if r["train/loss_step"]]
+              for p in (tmp_path / "a", tmp_path / "b")]
+    assert losses[0] == losses[1] and len(losses[0]) > 3
+    assert (tmp_path / "a/splits.json").read_text() == (tmp_path / "b/splits.json").read_text()
+
+
+@pytest.mark.slow
+def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> None:
+    metrics = run_training(train_args(cohort, tmp_path, 2, 1, "--data.batch_size", "4",
+                                      "--trainer.precision", "bf16-mixed", "--data.num_workers", "1"))
+    assert set(metrics["val"]) == METRICS
+    steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss_epoch")]
+    assert len(steps) == 2
+
+
+@pytest.mark.slow
+def test_cv(cohort, tmp_path: Path, train_args) -> None:
+    from acmil.cli import main
+
+    run = tmp_path / "cv"
+    code = main(["cv", "--folds", "3", *train_args(cohort, run, 2)])
+    assert code == 0
+    summary = json.loads((run / "cv_summary.json").read_text())
+    assert set(summary["metrics"]) == METRICS
+    assert all(set(v) == {"mean", "std"} for v in summary["metrics"].values())
+    assert len(summary["folds"]) == 3
+    aucs = [f["test"]["auc"] for f in summary["folds"]]
+    assert summary["metrics"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
+    oof = _csv(run / "oof_predictions.csv")
+    assert sorted(r["slide_id"] for r in oof) == sorted(cohort.labels)  # each slide once, out of fold
+    for k in range(3):
+        splits = json.loads((run / f"fold_{k}" / "splits.json").read_text())
+        assert {r["slide_id"] for r in oof if r["fold"] == str(k)} == set(splits["test"])
+        assert not set(splits["test"]) & set(splits["train"] + splits["val"])
