@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_helpers import CMU, PATCH, SHARED, cmu_tissue_coords, grid_coords, make_bag, train_checkpoint, write_slide
+from service_helpers import CMU, LIVE_KEY, PATCH, SHARED, cmu_tissue_coords, grid_coords, make_bag, train_checkpoint, write_slide
 
 from acmil.features import write_features
 
@@ -75,3 +75,54 @@ def scratch_features(service_data, tmp_path) -> Path:
     target = tmp_path / "features"
     shutil.copytree(service_data["features"], target, symlinks=True)
     return target
+
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(service_data):
+    """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
+    log = service_data["root"] / f"server-{port}.log"
+    command = [
+        sys.executable, "-m", "acmil", "serve", "--checkpoint", str(service_data["checkpoint"]),
+        "--features", str(service_data["features"]), "--slides", str(service_data["slides"]),
+        "--host", "127.0.0.1", "--port", str(port), "--api-key-env", "ACMIL_TEST_KEY", "--log-level", "warning",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"acmil serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/api/v1/health", headers={"X-API-Key": LIVE_KEY}, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"acmil serve did not answer within 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -20,6 +20,7 @@ PATCH = 224
 CLASSES = ["normal", "tumour"]
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides"
 CMU = "CMU-1-Small-Region"
+LIVE_KEY = "live-test-key"  # the API key of the live_server fixture
 
 
 def make_bag(rng: np.random.Generator, positive: bool, n: int) -> tuple[np.ndarray, np.ndarray]:
