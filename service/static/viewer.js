@@ -28,6 +28,7 @@
     drawer: "canvas",  // predictable in headless browsers without a GPU
     showNavigator: true,
     navigatorPosition: "TOP_RIGHT",
+    navigatorBackground: "#fff",
     crossOriginPolicy: false,
     maxZoomPixelRatio: 4,
     visibilityRatio: 0.5,

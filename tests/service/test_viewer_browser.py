@@ -1,0 +1,125 @@
+"""The viewer in a real headless Chromium (Debian's build) driven by Playwright, against ``acmil serve``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from service_helpers import CMU, LIVE_KEY
+
+from acmil.service.config import DEFAULT_ASSETS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+READY = "document.body.dataset.state === 'ready' && !!document.body.dataset.overlayLoaded"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium not installed (apt-get install chromium); the browser test needs it")
+    if not (DEFAULT_ASSETS / "openseadragon.min.js").is_file():
+        pytest.skip(f"OpenSeadragon missing in {DEFAULT_ASSETS}: run `npm install` in the repository root")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    page.problems = problems
+    page.goto(f"{live_server}/?api_key={LIVE_KEY}")  # sets the key cookie, redirects to /
+    yield page
+    context.close()
+
+
+def _viewport(page) -> dict:
+    return page.evaluate("""() => { const v = acmil.viewer.viewport; const c = v.getCenter(true);
+        return {x: c.x, y: c.y, zoom: v.getZoom(true)}; }""")
+
+
+def _layers(page) -> list[bool]:
+    return page.evaluate("""() => { const w = acmil.viewer.world; const out = [];
+        for (let i = 0; i < w.getItemCount(); i++) out.push(w.getItemAt(i).getFullyLoaded()); return out; }""")
+
+
+def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
+    has_slide = (service_data["features"] / f"{CMU}.h5").exists()
+    page.wait_for_function(READY + (" && document.body.dataset.slideLoaded === '1'" if has_slide else ""),
+                           timeout=60_000)
+    expected = CMU if has_slide else page.evaluate("acmil.state.slide")
+    assert page.evaluate("acmil.state.slide") == expected
+    assert _layers(page) == ([True, True] if has_slide else [True])  # slide + attention overlay
+    assert page.inner_text("#predicted-class") in ("normal", "tumour")
+    assert page.locator("#probabilities .prob").count() == 2
+    gallery = page.locator("#gallery button")
+    assert gallery.count() == 12
+    if has_slide:
+        page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth)")
+        assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
+
+    before = _viewport(page)
+    tile = page.evaluate("acmil.state.prediction.top_tiles[2]")
+    gallery.nth(2).click()
+    page.wait_for_function("acmil.lastTile !== undefined")
+    page.wait_for_timeout(2500)  # let the spring animation settle
+    after = _viewport(page)
+    width = page.evaluate("acmil.state.meta.width")
+    centre = ((tile["x"] + tile["size"] / 2) / width, (tile["y"] + tile["size"] / 2) / width)
+    assert after["zoom"] > before["zoom"] * 1.5
+    assert abs(after["x"] - centre[0]) < 0.02 and abs(after["y"] - centre[1]) < 0.02
+    assert page.locator(".tile-highlight").count() == 1
+
+    page.fill("#opacity", "80")
+    page.dispatch_event("#opacity", "input")
+    assert page.evaluate("acmil.state.overlayItem.getOpacity()") == pytest.approx(0.8)
+    page.wait_for_function(READY, timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+    stage = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))[:, 330:]  # right of the sidebar
+    saturated = (stage.max(axis=-1).astype(int) - stage.min(axis=-1)) > 120
+    assert saturated.mean() > 0.02, "no heatmap colours visible in the viewer"
+    assert not page.problems, page.problems
+
+
+def test_viewer_without_a_slide_image_and_overlay_options(page):
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.select_option("#slide-select", "synthetic_pos")
+    page.wait_for_function(READY + " && acmil.state.slide === 'synthetic_pos'", timeout=60_000)
+    assert _layers(page) == [True]  # the overlay alone, on a blank canvas
+    assert page.locator("#no-image").is_visible()
+    assert page.inner_text("#predicted-class") == "tumour"
+    assert page.locator("#branch-select option").count() == 4  # mean + 3 branches
+    page.select_option("#colormap-select", "viridis")
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    page.select_option("#branch-select", "2")
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
+        "branch=2&colormap=viridis&normalisation=rank")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-no-image.png"))
+    assert not page.problems, page.problems
+
+
+def test_missing_assets_page_says_to_run_npm_install(make_settings, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from acmil.service.main import create_app
+
+    with TestClient(create_app(make_settings(viewer_assets_dir=tmp_path / "nowhere"))) as client:
+        response = client.get("/")
+    assert response.status_code == 503 and "npm install" in response.text
