@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="POST /predict upload limit")
+    parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
+                        help="OpenSeadragon's build/openseadragon folder (default: node_modules of the checkout)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
     parser.add_argument("--log-level", default="info")
     return parser
@@ -42,7 +44,9 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+    extra = {"viewer_assets_dir": args.viewer_assets} if args.viewer_assets else {}
     return Settings(
+        **extra,
         checkpoint=args.checkpoint,
         features_dir=args.features,
         slides_dir=args.slides,

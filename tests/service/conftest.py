@@ -8,7 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_helpers import CMU, LIVE_KEY, PATCH, SHARED, cmu_tissue_coords, grid_coords, make_bag, train_checkpoint, write_slide
+from service_helpers import (
+    CMU,
+    LIVE_KEY,
+    PATCH,
+    SHARED,
+    cmu_tissue_coords,
+    grid_coords,
+    make_bag,
+    train_checkpoint,
+    write_slide,
+)
 
 from acmil.features import write_features
 
@@ -61,9 +71,8 @@ def make_settings(service_data):
 @pytest.fixture(scope="session")
 def client(make_settings):
     """A TestClient of the app with default settings (no API key), lifespan run once per session."""
-    from fastapi.testclient import TestClient
-
     from acmil.service.main import create_app
+    from fastapi.testclient import TestClient
 
     with TestClient(create_app(make_settings())) as test_client:
         yield test_client

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from acmil.models import ACMIL
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
-from acmil.models import ACMIL
 
 DIM = 32
 PATCH = 224
@@ -75,7 +75,8 @@ def write_slide(path: Path, feats: np.ndarray, coords: np.ndarray, size: tuple[i
     coord_attrs = {"patch_size_level0": PATCH, "patch_size": PATCH, "name": path.stem}
     if size is not None:
         coord_attrs.update(level0_width=size[0], level0_height=size[1])
-    return write_features(path, feats, coords, attrs={"slide_id": path.stem, "mpp_level0": 0.5}, coord_attrs=coord_attrs)
+    attrs = {"slide_id": path.stem, "mpp_level0": 0.5}
+    return write_features(path, feats, coords, attrs=attrs, coord_attrs=coord_attrs)
 
 
 def cmu_tissue_coords(slide_path: Path) -> np.ndarray:

@@ -40,7 +40,7 @@ def test_prediction_finds_the_planted_tiles(client, service_data):
     assert len(pos["branch_probabilities"]) == 3
     top = pos["top_tiles"]
     assert [t["rank"] for t in top] == [1, 2, 3, 4, 5]
-    assert all(a["score"] >= b["score"] for a, b in zip(top, top[1:]))
+    assert all(a["score"] >= b["score"] for a, b in zip(top, top[1:], strict=False))
     planted = set(service_data["planted"]["synthetic_pos"].tolist())
     assert top[0]["index"] in planted
     assert (top[0]["x"], top[0]["y"]) == ((top[0]["index"] % 12) * 224, (top[0]["index"] // 12) * 224)
@@ -48,9 +48,8 @@ def test_prediction_finds_the_planted_tiles(client, service_data):
 
 
 def test_second_view_is_cached_and_a_rewritten_file_is_not(client, make_settings, scratch_features):
-    from fastapi.testclient import TestClient
-
     from acmil.service.main import create_app
+    from fastapi.testclient import TestClient
     from service_helpers import write_slide
 
     with TestClient(create_app(make_settings(features_dir=scratch_features))) as private:

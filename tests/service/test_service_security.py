@@ -7,9 +7,8 @@ import io
 import h5py
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-
 from acmil.service.main import create_app
+from fastapi.testclient import TestClient
 
 API = "/api/v1"
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from acmil.service.config import DEFAULT_ASSETS
 from PIL import Image
 from service_helpers import CMU, LIVE_KEY
-
-from acmil.service.config import DEFAULT_ASSETS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,7 +68,8 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     gallery = page.locator("#gallery button")
     assert gallery.count() == 12
     if has_slide:
-        page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                               ".every(i => i.complete && i.naturalWidth)")
         assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
 
     before = _viewport(page)
@@ -116,9 +116,8 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
 
 
 def test_missing_assets_page_says_to_run_npm_install(make_settings, tmp_path):
-    from fastapi.testclient import TestClient
-
     from acmil.service.main import create_app
+    from fastapi.testclient import TestClient
 
     with TestClient(create_app(make_settings(viewer_assets_dir=tmp_path / "nowhere"))) as client:
         response = client.get("/")

@@ -1,0 +1,57 @@
+"""``acmil serve`` argument handling (the server itself is exercised in test_service_server.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from acmil.service.cli import build_parser, settings_from_args
+
+from acmil.cli import main as acmil_main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serve_help_lists_the_documented_flags(capsys):
+    assert acmil_main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--checkpoint", "--slides", "--features", "--host", "--port", "--api-key-env", "--cors-origin"):
+        assert flag in out
+
+
+def test_missing_inputs_fail_with_one_clear_line(capsys, service_data, tmp_path):
+    assert acmil_main(["serve", "--checkpoint", str(tmp_path / "none.ckpt"), "--features", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("acmil serve: error:") and "none.ckpt: checkpoint not found" in err and "\n" not in err
+    args = ["serve", "--checkpoint", str(service_data["checkpoint"]), "--features", str(tmp_path / "nope")]
+    assert acmil_main(args) == 1
+    assert "features folder not found" in capsys.readouterr().err
+
+
+def test_api_key_comes_from_the_named_environment_variable(service_data, monkeypatch):
+    base = ["--checkpoint", str(service_data["checkpoint"]), "--features", str(service_data["features"])]
+    monkeypatch.delenv("ACMIL_KEY_FOR_TEST", raising=False)
+    try:
+        settings_from_args(build_parser().parse_args([*base, "--api-key-env", "ACMIL_KEY_FOR_TEST"]))
+    except ValueError as err:
+        assert "ACMIL_KEY_FOR_TEST" in str(err)
+    else:
+        raise AssertionError("an unset key variable must be an error, not an open server")
+    monkeypatch.setenv("ACMIL_KEY_FOR_TEST", "abc")
+    settings = settings_from_args(build_parser().parse_args(
+        [*base, "--api-key-env", "ACMIL_KEY_FOR_TEST", "--cors-origin", "http://a", "--cors-origin", "http://b"]))
+    assert settings.api_key.get_secret_value() == "abc" and settings.cors_origins == ["http://a", "http://b"]
+    assert settings_from_args(build_parser().parse_args(base)).cors_origins == []  # CORS off by default
+
+
+def test_only_the_serve_command_imports_the_service():
+    pattern = re.compile(r"^\s*(from|import)\s+acmil\.service", re.M)
+    offenders = [
+        str(path.relative_to(REPO))
+        for folder in ("acmil", "models", "preprocessing")
+        for path in (REPO / folder).rglob("*.py")
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+    service_sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "service").rglob("*.py"))
+    assert not re.search(r"^\s*(from|import)\s+acmil\.(training|analysis|preprocessing)", service_sources, re.M)
