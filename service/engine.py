@@ -92,7 +92,10 @@ class Engine:
         self.images = SlideImages(settings)
         self._predictions = LRUCache(settings.prediction_cache_size)
         self._overlays = LRUCache(settings.overlay_cache_size)
-        self._meta = LRUCache(1024)
+        self._meta = LRUCache(4096)
+        self._heatmaps = LRUCache(16)
+        # One forward at a time: on a few cores, parallel forwards only thrash, and tiles stay responsive.
+        self._model_slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_predictions))
         self._key_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -107,7 +110,8 @@ class Engine:
     def summary(self, entry: SlideEntry) -> tuple[int | None, str | None]:
         """(n_tiles, error) of a slide's feature file, reading only its header (cached by content)."""
         try:
-            key = fingerprint(entry.features_path)
+            stat = entry.features_path.stat()  # a listing must not read every file: key on size + mtime
+            key = (str(entry.features_path), stat.st_size, stat.st_mtime_ns)
             meta = self._meta.get(key)
             if meta is None:
                 meta = read_meta(entry.features_path)
@@ -146,8 +150,8 @@ class Engine:
         """The slide's prediction and whether it came from the cache (keyed by the file's content)."""
         try:
             key = fingerprint(entry.features_path)
-        except OSError as err:
-            raise BadInput(_public(err, entry)) from err
+        except OSError as err:  # removed or unreadable since the folder was listed
+            raise NotFound(_public(err, entry)) from err
         cached = self._predictions.get(key)
         if cached is not None:
             return cached, True
@@ -173,7 +177,8 @@ class Engine:
         if feats.dim != in_dim:
             raise BadInput(f"{feats.slide_id}: feature dim {feats.dim} does not match the model's in_dim {in_dim}")
         patch = feats.patch_size_level0 or DEFAULT_PATCH
-        prediction = predict_bag(self.loaded.model, feats.features)
+        with self._model_slots:
+            prediction = predict_bag(self.loaded.model, feats.features)
         size = image_size or level0_size_of(feats, patch)
         elapsed = (time.perf_counter() - start) * 1000.0
         return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed)
@@ -190,15 +195,20 @@ class Engine:
         from acmil.heatmap import render_heatmap
 
         result, _ = self.predict(entry)
-        background = self.images.thumbnail(entry, options["max_size"])
-        try:
-            image = render_heatmap(
-                result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
-                background=background, **options,
-            )
-        except ValueError as err:
-            raise BadInput(str(err)) from err
-        return _png(image)
+        key = (result.key, branch, tuple(sorted(options.items())))
+        png = self._heatmaps.get(key)
+        if png is None:
+            background = self.images.thumbnail(entry, options["max_size"])
+            try:
+                image = render_heatmap(
+                    result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
+                    background=background, **options,
+                )
+            except ValueError as err:
+                raise BadInput(str(err)) from err
+            png = _png(image)
+            self._heatmaps.put(key, png)
+        return png
 
     def overlay(self, entry: SlideEntry, branch: int | None, cmap: str, normalisation: str, smoothing: float):
         """A :class:`~acmil.heatmap.DeepZoomOverlay` aligned with the slide's DeepZoom tiles (cached)."""

@@ -19,6 +19,7 @@ from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
 from ..engine import Engine, SlideResult
 from ..errors import BadInput, TooLarge
 from ..schemas import Attention, AttentionSummary, Health, ModelInfo, Prediction, TileScore, UploadPrediction
+from ..uploads import check_upload
 
 router = APIRouter(tags=["predictions"])
 COPY_CHUNK = 1024 * 1024
@@ -175,6 +176,7 @@ def predict_upload(
                 if copied > settings.max_upload_bytes:
                     raise TooLarge(f"upload larger than the limit of {settings.max_upload_bytes} bytes")
                 out.write(chunk)
+        check_upload(path, name, settings.max_upload_tiles)
         try:
             feats = read_features(path)
         except FeatureFileError as err:

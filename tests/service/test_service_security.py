@@ -96,6 +96,28 @@ def test_upload_rejects_non_hdf5_and_wrong_dim(client):
     assert client.post(f"{API}/predict").status_code == 422  # no file at all
 
 
+def test_upload_that_points_outside_itself_is_refused(client, tmp_path):
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(np.arange(5 * 32, dtype="float32").tobytes())
+    linked, external = tmp_path / "linked.h5", tmp_path / "external.h5"
+    with h5py.File(linked, "w") as h5:
+        h5["features"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/features")
+        h5["coords"] = np.zeros((5, 2), "int64")
+    with h5py.File(external, "w") as h5:
+        h5.create_dataset("features", shape=(5, 32), dtype="float32", external=[(str(outside), 0, 5 * 32 * 4)])
+        h5["coords"] = np.zeros((5, 2), "int64")
+    for path, reason in [(linked, "external link"), (external, "outside the file")]:
+        response = client.post(f"{API}/predict", files={"file": (path.name, path.read_bytes())})
+        assert response.status_code == 422 and reason in response.json()["detail"], response.text
+
+
+def test_upload_declaring_too_many_tiles_is_refused(make_settings):
+    content = _h5_bytes(np.zeros((50, 32), "float32"), np.zeros((50, 2), "int64"))
+    with TestClient(create_app(make_settings(max_upload_tiles=40))) as limited:
+        response = limited.post(f"{API}/predict", files={"file": ("many.h5", content)})
+    assert response.status_code == 422 and "50 tiles" in response.json()["detail"]
+
+
 def test_upload_size_limit_is_413(make_settings):
     big = _h5_bytes(np.zeros((400, 32), "float32"), np.zeros((400, 2), "int64"))  # ~60 KB
     with TestClient(create_app(make_settings(max_upload_bytes=20_000))) as small:
