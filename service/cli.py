@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="POST /predict upload limit")
+    parser.add_argument("--precompute", action="store_true",
+                        help="predict every slide in the background at start-up, so first views are instant")
     parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
                         help="OpenSeadragon's build/openseadragon folder (default: node_modules of the checkout)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
@@ -53,6 +55,7 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
         api_key=api_key,
         cors_origins=list(args.cors_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        precompute=args.precompute,
     )
 
 

@@ -21,7 +21,7 @@ from acmil.checkpoint import LoadedModel
 from acmil.features import FeatureFileError, SlideFeatures, provenance, read_features, read_meta
 from acmil.inference import BagPrediction, predict_bag
 
-from .errors import BadInput, NotFound
+from .errors import BadInput, NotFound, ServiceError
 from .registry import LRUCache, SlideEntry, SlideRegistry
 from .slides import SlideImages
 
@@ -167,6 +167,24 @@ class Engine:
             result = self._run(feats, key, start, self.images.dimensions(entry))
             self._predictions.put(key, result)
         return result, False
+
+    def warm(self, stop: threading.Event) -> int:
+        """Predict every registered slide into the cache (up to its size), until ``stop`` is set.
+
+        Run in a background thread at start-up (``acmil serve --precompute``) so that a slide's first
+        view is served from the cache. Bad files are skipped: they fail on their own request.
+        Returns the number of slides predicted.
+        """
+        done = 0
+        for entry in self.registry.list()[: self.settings.prediction_cache_size]:
+            if stop.is_set():
+                break
+            try:
+                self.predict(entry)
+                done += 1
+            except (ServiceError, FeatureFileError, OSError, ValueError):
+                continue
+        return done
 
     def predict_features(self, feats: SlideFeatures) -> SlideResult:
         """Prediction for features not on disk (uploads); not cached."""

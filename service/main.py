@@ -5,6 +5,7 @@ The checkpoint is loaded once, in the lifespan (not at import), and lives on ``a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,11 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = load_model(settings.checkpoint)
         registry = SlideRegistry(settings.features_dir, settings.slides_dir)
-        app.state.engine = Engine(loaded, registry, settings)
+        engine = app.state.engine = Engine(loaded, registry, settings)
+        stop = threading.Event()
+        warmer = threading.Thread(target=engine.warm, args=(stop,), name="acmil-precompute", daemon=True)
+        if settings.precompute:
+            warmer.start()
         try:
             yield
         finally:
-            app.state.engine.images.close()
+            stop.set()
+            if warmer.is_alive():
+                warmer.join(timeout=30)
+            engine.images.close()
             del app.state.engine
 
     app = FastAPI(

@@ -130,3 +130,18 @@ def test_openapi_documents_the_routes(client):
                  "/api/v1/slides/{slide_id}/prediction", "/api/v1/slides/{slide_id}/attention",
                  "/api/v1/slides/{slide_id}/heatmap.png", "/api/v1/predict", "/api/v1/slides/{slide_id}/slide.dzi"]:
         assert path in paths, path
+
+
+def test_precompute_fills_the_cache_in_the_background(make_settings, scratch_features):
+    import time
+
+    from acmil.service.main import create_app
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(make_settings(features_dir=scratch_features, precompute=True))) as warm:
+        deadline = time.monotonic() + 30
+        while len(warm.app.state.engine._predictions) < 2:  # both good slides (4 with the real ones)
+            assert time.monotonic() < deadline, "background precompute did not fill the cache"
+            time.sleep(0.05)
+        assert warm.get(f"{API}/slides/synthetic_neg/prediction").json()["cached"]
+        assert warm.get(f"{API}/slides/broken/prediction").status_code == 422  # skipped, still fails alone
