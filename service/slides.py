@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,9 @@ class SlideImages:
 
         key = str(entry.image_path)
         try:
-            slide = openslide.open_slide(key)
+            with warnings.catch_warnings():  # PIL warns about odd TIFF tags while it falls back; the error says enough
+                warnings.simplefilter("ignore")
+                slide = openslide.open_slide(key)
         except Exception as err:  # noqa: BLE001 - OpenSlide/PIL raise many types for a bad file
             self._errors[key] = f"cannot open slide image {entry.image_path.name}: {err}"
             return None

@@ -102,6 +102,15 @@ def test_corrupt_and_mismatched_files_fail_for_that_slide_only(client):
     assert client.get(f"{API}/slides/synthetic_pos/prediction").status_code == 200
 
 
+def test_a_broken_slide_image_leaves_the_prediction_working(client):
+    meta = client.get(f"{API}/slides/bad_image").json()
+    assert meta["has_image"] is False and "cannot open slide image bad_image.svs" in meta["image_error"]
+    assert client.get(f"{API}/slides/bad_image/prediction").status_code == 200
+    assert client.get(f"{API}/slides/bad_image/heatmap.png", params={"max_size": 64}).status_code == 200
+    dzi = client.get(f"{API}/slides/bad_image/slide.dzi")
+    assert dzi.status_code == 404 and "cannot open" in dzi.json()["detail"]
+
+
 def test_overlay_deepzoom_without_a_slide_image(client):
     dzi = client.get(f"{API}/slides/synthetic_pos/attention.dzi")
     assert dzi.status_code == 200 and 'Width="2688"' in dzi.text and 'Height="1792"' in dzi.text
