@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     patch = 256
     result: dict = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                                "python": sys.version.split()[0], "platform": platform.platform()},
+                                "python": sys.version.split()[0], "platform": platform.platform(),
+                                "load_average_at_start": os.getloadavg()},
                     "config": vars(args) | {"out": str(args.out)}}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         root = Path(tmp)
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result["tiles"] = f"skipped: {SHARED_SLIDE} not found"
 
+    result["machine"]["load_average_at_end"] = os.getloadavg()
     report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -47,7 +47,8 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         response = JSONResponse(
-            {"detail": f"missing or invalid API key (send it in the {self.header} header)"},
+            {"detail": f"missing or invalid API key: send it in the {self.header} header "
+                       "(in a browser, open /?api_key=KEY once)"},
             status_code=401,
             headers={"WWW-Authenticate": "ApiKey"},
         )
