@@ -70,6 +70,9 @@ def main(argv: list[str]) -> int:
     if not assets_ready(settings.viewer_assets_dir):
         print(f"acmil serve: note: viewer assets missing in {settings.viewer_assets_dir}; run `npm install` "
               "in the repository root for the viewer (the REST API works without it)")
+    if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"acmil serve: warning: listening on {args.host} without an API key; anyone who can reach this "
+              "port can read predictions and slides (use --api-key-env NAME)")
     if args.workers > 1:
         # Workers import the app by name, so pass the settings through the environment.
         os.environ.update({f"ACMIL_{k.upper()}": _env(v) for k, v in settings.model_dump().items() if v is not None})

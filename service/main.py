@@ -5,6 +5,7 @@ The checkpoint is loaded once, in the lifespan (not at import), and lives on ``a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from .routers import predict, slides, viewer
 from .security import ApiKeyMiddleware, UploadLimitMiddleware
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger("uvicorn.error")  # shows with uvicorn's own start-up lines
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = load_model(settings.checkpoint)
         registry = SlideRegistry(settings.features_dir, settings.slides_dir)
+        with_image = sum(entry.image_path is not None for entry in registry.list())
+        log.info("model %s (%s, classes %s); %d slides in %s, %d with an image", settings.checkpoint.name,
+                 loaded.card.arch, ", ".join(loaded.card.class_names), len(registry), settings.features_dir, with_image)
         engine = app.state.engine = Engine(loaded, registry, settings)
         stop = threading.Event()
         warmer = threading.Thread(target=engine.warm, args=(stop,), name="acmil-precompute", daemon=True)
