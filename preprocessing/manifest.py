@@ -1,0 +1,67 @@
+"""manifest.csv: one row per slide (the latest outcome), updated after every slide.
+
+Several processes (``--devices``, or ``--shard`` jobs on one file system) may share an output folder, so each
+update takes an exclusive lock, re-reads the file, replaces the rows of its slides and renames a new file into
+place: the manifest is always whole and keeps the rows of slides other runs processed.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass
+class SlideResult:
+    """The outcome of one slide (a manifest row)."""
+
+    slide_id: str
+    path: str
+    status: str  # "ok", "skipped" (complete output with the same parameters) or "failed"
+    n_tiles: int = 0
+    tissue_mm2: float = 0.0
+    mpp: float | None = None
+    read_level: int | None = None
+    seconds: float = 0.0
+    error: str = ""
+    params_hash: str = ""
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d["tissue_mm2"] = f"{self.tissue_mm2:.4f}"
+        d["seconds"] = f"{self.seconds:.2f}"
+        d["mpp"] = "" if self.mpp is None else f"{self.mpp:.6g}"
+        d["read_level"] = "" if self.read_level is None else str(self.read_level)
+        d["error"] = " ".join(self.error.split())  # one line per row
+        return d
+
+
+COLUMNS = [f.name for f in fields(SlideResult)]
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def update_manifest(path: str | os.PathLike, results: list[SlideResult]) -> None:
+    """Insert or replace the rows of ``results`` (by slide_id) under a lock; atomic rename."""
+    path = Path(path)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {r["slide_id"]: r for r in read_manifest(path)}
+        for res in results:
+            rows[res.slide_id] = res.row()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for sid in sorted(rows):
+                writer.writerow({c: rows[sid].get(c, "") for c in COLUMNS})
+        os.replace(tmp, path)

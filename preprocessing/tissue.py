@@ -1,0 +1,103 @@
+"""Tissue segmentation at thumbnail scale: pure functions of numpy arrays (no slide I/O here).
+
+HSV saturation -> median blur -> threshold (Otsu, floored at ``min_saturation``, or a fixed value) ->
+morphological closing -> drop components smaller than ``min_area_mm2`` -> fill holes smaller than
+``max_hole_mm2``. Parameters that are areas are in mm², so they mean the same at any thumbnail scale; kernel
+sizes are in thumbnail pixels at the segmentation resolution ``seg_mpp`` (fixed, so they too are physical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Segmentation settings (all recorded in each feature file as ``tissue_params``)."""
+
+    seg_mpp: float = 4.0  # µm per thumbnail pixel used for segmentation
+    threshold: int | None = None  # fixed saturation threshold 0-255; None = Otsu
+    min_saturation: int = 15  # floor for the Otsu threshold, so a blank slide does not become "tissue"
+    median_blur: int = 7  # px, odd
+    close_kernel: int = 5  # px, morphological closing
+    min_area_mm2: float = 0.01  # tissue components smaller than this are dropped
+    max_hole_mm2: float = 0.005  # holes smaller than this are filled
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 HSV saturation of an (h, w, 3) uint8 RGB image."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[..., 1]
+
+
+def segment_tissue(rgb: np.ndarray, mpp: float, params: TissueParams = TissueParams()) -> tuple[np.ndarray, int]:
+    """Tissue mask of a thumbnail.
+
+    Args:
+        rgb: (h, w, 3) uint8 thumbnail.
+        mpp: µm per thumbnail pixel (to turn the mm² parameters into pixels).
+        params: segmentation settings.
+
+    Returns:
+        (mask (h, w) bool, the saturation threshold used).
+    """
+    sat = saturation(rgb)
+    k = max(1, params.median_blur | 1)
+    if k > 1:
+        sat = cv2.medianBlur(sat, k)
+    if params.threshold is None:
+        otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        thr = max(int(otsu), params.min_saturation)
+    else:
+        thr = int(params.threshold)
+    mask = (sat > thr).astype(np.uint8)
+    if params.close_kernel > 1:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.close_kernel, params.close_kernel))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    px_per_mm2 = 1e6 / (mpp * mpp)
+    mask = _remove_small(mask, params.min_area_mm2 * px_per_mm2)
+    mask = 1 - _remove_small(1 - mask, params.max_hole_mm2 * px_per_mm2, keep_border=True)
+    return mask.astype(bool), thr
+
+
+def _remove_small(mask: np.ndarray, min_px: float, keep_border: bool = False) -> np.ndarray:
+    """Zero the 8-connected components of ``mask`` smaller than ``min_px`` (optionally keep border ones)."""
+    if min_px <= 1 or not mask.any():
+        return mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_px
+    if keep_border:  # background touching the border is not a hole
+        h, w = mask.shape
+        x, y, bw, bh = (stats[:, i] for i in range(4))
+        keep |= (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    keep[0] = False  # label 0 is the complement
+    return keep[labels].astype(np.uint8)
+
+
+def tissue_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer and hole contours of a mask, as cv2 point arrays (for QC drawing)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return list(contours)
+
+
+def box_fraction(mask: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
+    """Fraction of each box [x0, x1) x [y0, y1) (mask pixels, float) covered by ``mask``; (N,) float64.
+
+    Boxes are rounded to whole mask pixels (at least one); parts outside the mask count as empty.
+    """
+    h, w = mask.shape
+    integral = np.zeros((h + 1, w + 1), np.float64)  # summed-area table: any box sum in O(1)
+    integral[1:, 1:] = mask.astype(np.float64).cumsum(0).cumsum(1)
+    xa, ya = np.floor(np.asarray(x0) + 0.5).astype(np.int64), np.floor(np.asarray(y0) + 0.5).astype(np.int64)
+    xb = np.maximum(np.floor(np.asarray(x1) + 0.5).astype(np.int64), xa + 1)
+    yb = np.maximum(np.floor(np.asarray(y1) + 0.5).astype(np.int64), ya + 1)
+    area = ((xb - xa) * (yb - ya)).astype(np.float64)
+    xa, xb = np.clip(xa, 0, w), np.clip(xb, 0, w)
+    ya, yb = np.clip(ya, 0, h), np.clip(yb, 0, h)
+    total = integral[yb, xb] - integral[ya, xb] - integral[yb, xa] + integral[ya, xa]
+    return total / area
