@@ -370,5 +370,7 @@ class DeepZoomOverlay:
         (x0, y0, x1, y1), size = self.tile_region(level, col, row)
         sx, sy = self.overlay.width / self.width, self.overlay.height / self.height
         box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-        # A box past the slide's edge (last row/col of a level) maps onto the overlay's edge pixels.
-        return self.overlay.resize(size, Image.Resampling.NEAREST, box=box)
+        # Magnified: nearest keeps tile edges crisp. Reduced: box-average instead of dropping tiles.
+        shrinking = (box[2] - box[0]) > size[0] or (box[3] - box[1]) > size[1]
+        resample = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
+        return self.overlay.resize(size, resample, box=box)
