@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="POST /predict upload limit")
+    parser.add_argument("--device", default="cpu", help='torch device for the model ("cpu", "cuda", "cuda:1")')
     parser.add_argument("--precompute", action="store_true",
                         help="predict every slide in the background at start-up, so first views are instant")
     parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
@@ -56,6 +57,7 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
         cors_origins=list(args.cors_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         precompute=args.precompute,
+        device=args.device,
     )
 
 

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     tile_size: int = Field(254, ge=16, le=2048, description="DeepZoom tile size (slide and overlay)")
     tile_overlap: int = Field(1, ge=0, le=16, description="DeepZoom tile overlap")
     tile_quality: int = Field(80, ge=1, le=100, description="JPEG quality of slide tiles")
+    device: str = Field("cpu", description='torch device for the model, e.g. "cpu", "cuda", "cuda:1"')
     precompute: bool = Field(False, description="predict all slides into the cache in the background at start-up")
     default_top_k: int = Field(12, ge=1, le=1000, description="top-attended tiles in a prediction")
 

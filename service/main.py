@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = load_model(settings.checkpoint)
+        loaded = load_model(settings.checkpoint, map_location=_device(settings.device))
+        loaded.model.to(settings.device)
         registry = SlideRegistry(settings.features_dir, settings.slides_dir)
         with_image = sum(entry.image_path is not None for entry in registry.list())
         log.info("model %s (%s, classes %s); %d slides in %s, %d with an image", settings.checkpoint.name,
@@ -80,6 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=[settings.api_key_header, "Content-Type"])
     return app
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available here (use --device cpu)")
+    torch.device(name)  # raises a clear error for a malformed name
+    return name
 
 
 def _version() -> str:

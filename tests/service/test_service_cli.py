@@ -55,3 +55,16 @@ def test_only_the_serve_command_imports_the_service():
     assert offenders == []
     service_sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "service").rglob("*.py"))
     assert not re.search(r"^\s*(from|import)\s+acmil\.(training|analysis|preprocessing)", service_sources, re.M)
+
+
+def test_a_cuda_device_without_cuda_is_a_clear_error(make_settings):
+    import pytest
+    import torch
+    from acmil.service.main import create_app
+    from fastapi.testclient import TestClient
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with TestClient(create_app(make_settings(device="cuda"))):
+            pass
