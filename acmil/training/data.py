@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import h5py
 import lightning as L
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class BagDataset(Dataset):
         """(N, D) features of cohort slide ``i`` (already validated by the scan, so not checked again)."""
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        feats = read_features(self.cohort.paths[i], validate=False).features
+        feats = _read_bag(self.cohort.paths[i])
         if self.cache is not None:
             self.cache[i] = feats
         return feats
@@ -43,6 +44,21 @@ class BagDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         i = self.indices[item]
         return {"features": torch.from_numpy(self.features(i)), "label": self.cohort.targets[i], "index": i}
+
+
+def _read_bag(path: Path) -> np.ndarray:
+    """(N, D) float32 features of a file the scan already checked, reading the features dataset only.
+
+    ``read_features`` also decodes every attribute and the coordinates; for small bags that costs more than
+    the training step, so the common per-slide layouts are read directly and the rest goes through it.
+    """
+    with h5py.File(path, "r") as h5:
+        if "features" in h5:
+            feats = h5["features"][()]
+            if feats.ndim == 3:  # some tools store (1, N, D)
+                feats = feats[0]
+            return np.asarray(feats, dtype=np.float32)
+    return read_features(path, validate=False).features
 
 
 def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:

@@ -16,16 +16,16 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, Mul
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "auc")
 
 
-def make_metrics(n_classes: int, prefix: str = "") -> MetricCollection:
+def make_metrics(n_classes: int, prefix: str = "", validate_args: bool = True) -> MetricCollection:
     """accuracy (micro), balanced accuracy (= macro recall), macro-F1, macro one-vs-rest AUC."""
     # Micro-F1 equals accuracy for single-label classification, hence macro; "average" is explicit because
     # torchmetrics' default changed between versions (the reference code's "F1" silently became accuracy).
     return MetricCollection(
         {
-            "accuracy": MulticlassAccuracy(num_classes=n_classes, average="micro"),
-            "balanced_accuracy": MulticlassRecall(num_classes=n_classes, average="macro"),
-            "f1_macro": MulticlassF1Score(num_classes=n_classes, average="macro"),
-            "auc": MulticlassAUROC(num_classes=n_classes, average="macro"),
+            "accuracy": MulticlassAccuracy(num_classes=n_classes, validate_args=validate_args, average="micro"),
+            "balanced_accuracy": MulticlassRecall(num_classes=n_classes, validate_args=validate_args, average="macro"),
+            "f1_macro": MulticlassF1Score(num_classes=n_classes, validate_args=validate_args, average="macro"),
+            "auc": MulticlassAUROC(num_classes=n_classes, validate_args=validate_args, average="macro"),
         },
         prefix=prefix,
     )

@@ -70,7 +70,13 @@ class MILModule(L.LightningModule):
         }
         n = len(self.class_names)
         # (ModuleDict keys cannot be "train": nn.Module.train exists, hence the suffix)
-        self.metrics = torch.nn.ModuleDict({f"{s}_": make_metrics(n, f"{s}/") for s in ("train", "val", "test")})
+        # validate_args=False: the inputs are well-formed by construction, and the checks would synchronise
+        # the GPU on every step.
+        self.metrics = torch.nn.ModuleDict(
+            {f"{s}_": make_metrics(n, f"{s}/", validate_args=False) for s in ("train", "val", "test")}
+        )
+        self._loss_sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._loss_counts: dict[str, int] = {}
 
     @property
     def n_classes(self) -> int:
@@ -84,11 +90,17 @@ class MILModule(L.LightningModule):
         target = batch["label"]  # (B,)
         out = self.model(batch["features"], batch["mask"])
         terms = self.model.compute_loss(out, target, **self.loss_weights)
-        train = stage == "train"
-        self.log_dict(
-            {f"{stage}/{k}": v.detach() if k != "loss" else v for k, v in terms.items()},
-            batch_size=target.shape[0], on_step=train, on_epoch=True, prog_bar=False, sync_dist=True,
-        )
+        # Loss terms are summed here and logged once per epoch: self.log costs about a millisecond a call,
+        # which is more than a whole step of a small model on a GPU. Only the total loss is logged per step.
+        n = target.shape[0]
+        sums = self._loss_sums.setdefault(stage, {})
+        for name, value in terms.items():
+            value = value.detach().float() * n
+            sums[name] = sums[name] + value if name in sums else value
+        self._loss_counts[stage] = self._loss_counts.get(stage, 0) + n
+        if stage == "train":
+            self.log("train/loss_step", terms["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=n)
         self.metrics[f"{stage}_"].update(torch.softmax(out.logits.detach().float(), dim=-1), target)
         return terms["loss"]
 
@@ -109,6 +121,9 @@ class MILModule(L.LightningModule):
         # compute() gathers the states of every process under DDP, so each rank holds the same global values
         # (sync_dist then averages identical numbers: harmless, and it tells Lightning they are global).
         values = self.metrics[f"{stage}_"].compute()
+        count = max(1, self._loss_counts.pop(stage, 0))
+        losses = {f"{stage}/{k}": v / count for k, v in self._loss_sums.pop(stage, {}).items()}
+        self.log_dict(losses, sync_dist=True)  # mean over this rank's bags, then over ranks
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         if stage == "val":
             self.log(SELECTION_METRIC, values["val/f1_macro"] + values["val/auc"], prog_bar=True, sync_dist=True)

@@ -54,8 +54,8 @@ def test_run_directory_contents(trained_run: dict, cohort) -> None:
 def test_logs_losses_by_name_and_cosine_schedule(trained_run: dict) -> None:
     rows = _csv(trained_run["run"] / "logs" / "csv" / "metrics.csv")
     columns = set(rows[0])
-    assert {"train/branch_ce_step", "train/slide_ce_step", "train/diversity_step", "train/loss_epoch",
-            "val/f1_macro", "val/auc", "val/selection"} <= columns
+    assert {"train/branch_ce", "train/slide_ce", "train/diversity", "train/loss", "train/loss_step", "val/loss",
+            "val/branch_ce", "val/f1_macro", "val/auc", "val/selection"} <= columns
     lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
     assert lrs[0] == pytest.approx(5e-3, rel=0.01)  # first logged at step 10 of a per-step decay
     assert lrs[-1] < 0.02 * lrs[0] and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
@@ -137,7 +137,7 @@ def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> No
     metrics = run_training(train_args(cohort, tmp_path, 2, 1, "--data.batch_size", "4",
                                       "--trainer.precision", "bf16-mixed", "--data.num_workers", "1"))
     assert set(metrics["val"]) == METRICS
-    steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss_epoch")]
+    steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss")]
     assert len(steps) == 2
 
 
