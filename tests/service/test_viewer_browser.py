@@ -16,6 +16,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync"]
+SETTLED = """() => { const v = acmil.viewer.viewport;  // the spring animation has come to rest
+    return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
+        && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; }"""
 READY = "document.body.dataset.state === 'ready' && !!document.body.dataset.overlayLoaded"
 
 
@@ -76,7 +79,7 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     tile = page.evaluate("acmil.state.prediction.top_tiles[2]")
     gallery.nth(2).click()
     page.wait_for_function("acmil.lastTile !== undefined")
-    page.wait_for_timeout(2500)  # let the spring animation settle
+    page.wait_for_function(SETTLED, timeout=20_000)
     after = _viewport(page)
     width = page.evaluate("acmil.state.meta.width")
     centre = ((tile["x"] + tile["size"] / 2) / width, (tile["y"] + tile["size"] / 2) / width)
