@@ -124,7 +124,10 @@ class Engine:
 
     def metadata(self, entry: SlideEntry) -> dict[str, Any]:
         result = self.predict(entry)[0]  # geometry and tile count come with the (cached) prediction
-        meta = read_meta(entry.features_path)
+        try:
+            meta = read_meta(entry.features_path)
+        except FeatureFileError as err:  # replaced by a broken file since the prediction
+            raise BadInput(_public(err, entry)) from err
         info = self.images.info(entry)
         mpp = info.get("mpp") or _sane_mpp(meta.attrs.get("mpp_level0"))
         return {
