@@ -63,9 +63,19 @@ def normalise_scores(scores: np.ndarray, method: str = "rank") -> np.ndarray:
         return ((scores - lo) / (hi - lo)).astype(np.float32)
     if n == 1:
         return np.full(1, 0.5, dtype=np.float32)
-    from scipy.stats import rankdata  # scipy is slow to import; only rank needs it
+    return (_average_ranks(scores) / (n - 1)).astype(np.float32)
 
-    return ((rankdata(scores, method="average") - 1.0) / (n - 1)).astype(np.float32)
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks of (N,) values, ties sharing their mean rank (scipy's rankdata, without its import)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))  # (N,) True where a tie group begins
+    starts = np.flatnonzero(starts_group)
+    ends = np.append(starts[1:], values.size)  # exclusive end of each group
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(starts_group) - 1]
+    return ranks
 
 
 def output_size(level0_size: Sequence[int], max_size: int | None) -> tuple[int, int]:

@@ -26,6 +26,16 @@ def test_rank_normalisation_spreads_skewed_scores_evenly():
     assert np.allclose(normalise_scores(scores, "percentile"), normalise_scores(scores, "rank"))
 
 
+def test_rank_ties_share_their_mean_rank_like_scipy():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.integers(0, 8, size=int(rng.integers(2, 40))).astype(float)  # many ties
+        expected = (rankdata(scores) - 1) / (scores.size - 1)
+        assert np.allclose(normalise_scores(scores, "rank"), expected)
+
+
 def test_minmax_normalisation_is_linear():
     assert np.allclose(normalise_scores(np.array([2.0, 4.0, 3.0]), "minmax"), [0.0, 1.0, 0.5])
 
