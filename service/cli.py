@@ -20,10 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key-env", metavar="NAME", default=None,
                         help="require the API key held in this environment variable on every request")
-    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+    parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                         help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
-    parser.add_argument("--max-upload-mb", type=float, default=512.0, help="POST /predict upload limit")
-    parser.add_argument("--device", default="cpu", help='torch device for the model ("cpu", "cuda", "cuda:1")')
+    parser.add_argument("--max-upload-mb", type=float, default=None, help="POST /predict upload limit (512)")
+    parser.add_argument("--device", default=None, help='torch device for the model ("cpu" default, "cuda", "cuda:1")')
     parser.add_argument("--precompute", action="store_true",
                         help="predict every slide in the background at start-up, so first views are instant")
     parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
@@ -42,23 +42,26 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
         raise FileNotFoundError(f"{args.features}: features folder not found")
     if args.slides is not None and not args.slides.is_dir():
         raise FileNotFoundError(f"{args.slides}: slides folder not found")
-    api_key = None
+    # Only what the command line gives overrides the settings; the rest may come from ACMIL_* variables
+    # (e.g. ACMIL_API_KEY in a container), so an unset flag must not blank them.
+    given: dict = {"checkpoint": args.checkpoint, "features_dir": args.features}
+    if args.slides is not None:
+        given["slides_dir"] = args.slides
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
+        given["api_key"] = os.environ.get(args.api_key_env)
+        if not given["api_key"]:
             raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
-    extra = {"viewer_assets_dir": args.viewer_assets} if args.viewer_assets else {}
-    return Settings(
-        **extra,
-        checkpoint=args.checkpoint,
-        features_dir=args.features,
-        slides_dir=args.slides,
-        api_key=api_key,
-        cors_origins=list(args.cors_origin),
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        precompute=args.precompute,
-        device=args.device,
-    )
+    if args.cors_origin:
+        given["cors_origins"] = list(args.cors_origin)
+    if args.max_upload_mb is not None:
+        given["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
+    if args.precompute:
+        given["precompute"] = True
+    if args.device is not None:
+        given["device"] = args.device
+    if args.viewer_assets is not None:
+        given["viewer_assets_dir"] = args.viewer_assets
+    return Settings(**given)
 
 
 def main(argv: list[str]) -> int:

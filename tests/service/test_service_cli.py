@@ -41,7 +41,17 @@ def test_api_key_comes_from_the_named_environment_variable(service_data, monkeyp
     settings = settings_from_args(build_parser().parse_args(
         [*base, "--api-key-env", "ACMIL_KEY_FOR_TEST", "--cors-origin", "http://a", "--cors-origin", "http://b"]))
     assert settings.api_key.get_secret_value() == "abc" and settings.cors_origins == ["http://a", "http://b"]
+    monkeypatch.delenv("ACMIL_CORS_ORIGINS", raising=False)
     assert settings_from_args(build_parser().parse_args(base)).cors_origins == []  # CORS off by default
+
+
+def test_settings_not_on_the_command_line_come_from_the_environment(service_data, monkeypatch):
+    base = ["--checkpoint", str(service_data["checkpoint"]), "--features", str(service_data["features"])]
+    monkeypatch.setenv("ACMIL_API_KEY", "from-env")
+    monkeypatch.setenv("ACMIL_VIEWER_ASSETS_DIR", "/opt/viewer")
+    settings = settings_from_args(build_parser().parse_args(base))
+    assert settings.api_key.get_secret_value() == "from-env"  # a container's key is not dropped
+    assert str(settings.viewer_assets_dir) == "/opt/viewer" and settings.device == "cpu"
 
 
 def test_only_the_serve_command_imports_the_service():
