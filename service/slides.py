@@ -133,6 +133,8 @@ class SlideImages:
         if size < 1 or size > MAX_CROP_LEVEL0 or out < 1 or out > MAX_CROP_OUT:
             raise NotFound(f"crop size must be 1..{MAX_CROP_LEVEL0} and out 1..{MAX_CROP_OUT}")
         slide = handle.slide
+        if x >= slide.dimensions[0] or y >= slide.dimensions[1]:
+            raise NotFound(f"crop at ({x}, {y}) lies outside the slide {slide.dimensions}")
         level = slide.get_best_level_for_downsample(max(size / out, 1.0))
         down = slide.level_downsamples[level]
         read = max(1, math.ceil(size / down))

@@ -88,6 +88,8 @@ def test_gallery_crop_is_the_slide_region(client, cmu):
     region = slide.read_region((tile["x"], tile["y"]), 0, (tile["size"],) * 2).convert("RGB").resize((112, 112))
     assert np.abs(crop.astype(float) - np.asarray(region, dtype=float)).mean() < 8
     assert client.get(f"{API}/slides/{CMU}/crop.jpg", params={"x": 0, "y": 0, "size": 99999}).status_code == 422
+    outside = client.get(f"{API}/slides/{CMU}/crop.jpg", params={"x": 10**19, "y": 0, "size": 224})
+    assert outside.status_code == 404 and "outside the slide" in outside.json()["detail"]
 
 
 def test_a_plain_tiff_opens_through_pil(client, shared_slides):
