@@ -130,7 +130,7 @@ def heatmap(
     colormap: Annotated[str, Query(max_length=64)] = "jet",
     alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
     smoothing: Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")] = 0.0,
-    max_size: Annotated[int, Query(ge=16, le=8192)] = 2048,
+    max_size: Annotated[int, Query(ge=16, le=4096, description="longest side in pixels")] = 2048,
 ) -> Response:
     """The attention heatmap over the slide thumbnail (blank canvas without an image), as PNG."""
     png = engine.heatmap_png(
