@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmap-tiles", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=512, help="feature width D (ResNet-18 / ACMIL's default: 512)")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--parts", default="prediction,heatmap,tiles", help="comma-separated parts to run")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "bench_service.json")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
 
     from acmil.service.config import Settings
     from acmil.service.main import create_app
@@ -111,45 +113,21 @@ def main(argv: list[str] | None = None) -> int:
                            coord_attrs={"patch_size_level0": 224})
         settings = Settings(checkpoint=root / "model.ckpt", features_dir=features, slides_dir=slides)
 
-        # Baseline: the bare forward on in-memory features.
-        predict_bag(model, big)
-        forward = [timed(lambda: predict_bag(model, big)) for _ in range(max(5, args.repeats // 2))]
-        result["baseline_forward"] = stats(forward)
+        if "prediction" in parts:  # baseline: the bare forward on in-memory features
+            predict_bag(model, big)
+            forward = [timed(lambda: predict_bag(model, big)) for _ in range(max(5, args.repeats // 2))]
+            result["baseline_forward"] = stats(forward)
 
         with TestClient(create_app(settings)) as client:
-            url = f"{API}/slides/big/prediction"
-            assert client.get(url).status_code == 200  # warm-up (imports, allocator)
-            uncached = []
-            for i in range(args.repeats):
-                stamp = time.time_ns() + (i + 1) * 1_000_000_000
-                os.utime(features / "big.h5", ns=(stamp, stamp))  # new fingerprint: a cache miss
-                t = timed(lambda: client.get(url))
-                assert client.get(url).json()["cached"]
-                uncached.append(t)
-            cached = [timed(lambda: client.get(url)) for _ in range(args.repeats * 4)]
-            result["prediction_uncached"] = stats(uncached)
-            result["prediction_cached"] = stats(cached)
-
-            heat_url = f"{API}/slides/heat/heatmap.png?max_size=2048"
-            client.get(f"{API}/slides/heat/prediction")  # the heatmap benchmark starts from a known prediction
-            # A new alpha each time defeats the PNG cache: every request renders and encodes.
-            heat = [timed(lambda i=i: client.get(f"{heat_url}&alpha={0.3 + i / 1000:.3f}"))
-                    for i in range(max(5, args.repeats // 2))]
-            result["heatmap_png_api"] = stats(heat)
-            result["heatmap_png_api_cached"] = stats([timed(lambda: client.get(heat_url)) for _ in range(10)])
-            from acmil.heatmap import render_heatmap
-
-            scores = rng.random(args.heatmap_tiles)
-            size = (int(hm_coords[:, 0].max()) + patch, int(hm_coords[:, 1].max()) + patch)
-            result["heatmap_render"] = stats([timed(lambda: render_heatmap(hm_coords, scores, patch, size))
-                                              for _ in range(5)])
-            result["baseline_heatmap_loop"] = stats([timed(lambda: naive_heatmap(hm_coords, scores, patch, size, 2048))
-                                                     for _ in range(2)])
-
-            if SHARED_SLIDE.is_file():
-                result.update(bench_tiles(client, args.repeats))
-            else:
-                result["tiles"] = f"skipped: {SHARED_SLIDE} not found"
+            if "prediction" in parts:
+                result.update(bench_prediction(client, features / "big.h5", args.repeats))
+            if "heatmap" in parts:
+                result.update(bench_heatmap(client, hm_coords, patch, rng, args.repeats))
+            if "tiles" in parts:
+                if SHARED_SLIDE.is_file():
+                    result.update(bench_tiles(client, args.repeats))
+                else:
+                    result["tiles"] = f"skipped: {SHARED_SLIDE} not found"
 
     result["machine"]["load_average_at_end"] = os.getloadavg()
     report(result)
@@ -157,6 +135,36 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
     return 0
+
+
+def bench_prediction(client, path: Path, repeats: int) -> dict:
+    url = f"{API}/slides/{path.stem}/prediction"
+    assert client.get(url).status_code == 200  # warm-up (imports, allocator)
+    uncached = []
+    for i in range(repeats):
+        stamp = time.time_ns() + (i + 1) * 1_000_000_000
+        os.utime(path, ns=(stamp, stamp))  # a new fingerprint: a cache miss
+        uncached.append(timed(lambda: client.get(url)))
+        assert client.get(url).json()["cached"]
+    cached = [timed(lambda: client.get(url)) for _ in range(repeats * 4)]
+    return {"prediction_uncached": stats(uncached), "prediction_cached": stats(cached)}
+
+
+def bench_heatmap(client, coords: np.ndarray, patch: int, rng: np.random.Generator, repeats: int) -> dict:
+    from acmil.heatmap import render_heatmap
+
+    heat_url = f"{API}/slides/heat/heatmap.png?max_size=2048"
+    client.get(f"{API}/slides/heat/prediction")  # the heatmap benchmark starts from a known prediction
+    # A new alpha each time defeats the PNG cache: every request renders and encodes.
+    heat = [timed(lambda i=i: client.get(f"{heat_url}&alpha={0.3 + i / 1000:.3f}"))
+            for i in range(max(5, repeats // 2))]
+    cached = [timed(lambda: client.get(heat_url)) for _ in range(10)]
+    scores = rng.random(len(coords))
+    size = (int(coords[:, 0].max()) + patch, int(coords[:, 1].max()) + patch)
+    render = [timed(lambda: render_heatmap(coords, scores, patch, size)) for _ in range(5)]
+    loop = [timed(lambda: naive_heatmap(coords, scores, patch, size, 2048)) for _ in range(2)]
+    return {"heatmap_png_api": stats(heat), "heatmap_png_api_cached": stats(cached),
+            "heatmap_render": stats(render), "baseline_heatmap_loop": stats(loop)}
 
 
 def bench_tiles(client, repeats: int) -> dict:
@@ -194,12 +202,14 @@ def report(r: dict) -> None:
         print(text)
 
     print(f"machine: {r['machine']}")
+    cfg = r["config"]
+    print(f"prediction file: {cfg['tiles']} tiles x D={cfg['dim']}; heatmap: {cfg['heatmap_tiles']} tiles")
     line("baseline: model forward", "baseline_forward")
     line("prediction, uncached (API)", "prediction_uncached", "baseline_forward", 300)
     line("prediction, cached (API)", "prediction_cached", "prediction_uncached")
     line("baseline: per-tile PIL loop", "baseline_heatmap_loop")
     line("heatmap render (function)", "heatmap_render", "baseline_heatmap_loop", 1000)
-    line("heatmap.png 50k tiles (API)", "heatmap_png_api", "baseline_heatmap_loop", 1000)
+    line("heatmap.png (API)", "heatmap_png_api", "baseline_heatmap_loop", 1000)
     line("heatmap.png, cached (API)", "heatmap_png_api_cached", "heatmap_png_api")
     line("baseline: DeepZoomGenerator", "baseline_tile_direct")
     line("slide tile (API)", "slide_tile_api", "baseline_tile_direct", 150, "p95_ms")
