@@ -45,6 +45,7 @@
       colormap: $("colormap-select").value,
       normalisation: $("norm-select").value,
     });
+    if ($("smooth-select").value !== "0") params.set("smoothing", $("smooth-select").value);
     return params.toString();
   }
 
@@ -159,6 +160,7 @@
       state.slide = slideId; state.meta = meta; state.prediction = pred;
       describeSlide(meta);
       renderPrediction(pred);
+      describeBranch();
       renderGallery(pred, meta);
       const sources = [];
       if (meta.has_image) sources.push({ tileSource: `${API}/slides/${id}/slide.dzi`, x: 0, y: 0, width: 1 });
@@ -206,7 +208,16 @@
     $("opacity-value").textContent = $("opacity").value + "%";
     if (state.overlayItem) state.overlayItem.setOpacity(opacity());
   });
-  for (const id of ["branch-select", "norm-select"]) $(id).addEventListener("change", reloadOverlay);
+  function describeBranch() {
+    const pred = state.prediction, b = $("branch-select").value;
+    if (!pred || b === "mean" || !pred.branch_probabilities) { $("branch-info").textContent = ""; return; }
+    const probs = pred.branch_probabilities[Number(b)];
+    const best = Object.entries(probs).sort((x, y) => y[1] - x[1])[0];
+    $("branch-info").textContent = `branch ${b} alone says ${best[0]} (${(100 * best[1]).toFixed(1)}%)`;
+  }
+
+  for (const id of ["branch-select", "norm-select", "smooth-select"]) $(id).addEventListener("change", reloadOverlay);
+  $("branch-select").addEventListener("change", describeBranch);
   $("colormap-select").addEventListener("change", () => { setLegend(); reloadOverlay(); });
   $("slide-select").addEventListener("change", (e) => loadSlide(e.target.value));
 

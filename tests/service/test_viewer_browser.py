@@ -113,6 +113,10 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
     assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
         "branch=2&colormap=viridis&normalisation=rank")
+    assert page.inner_text("#branch-info").startswith("branch 2 alone says")
+    page.select_option("#smooth-select", "1")
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith("&smoothing=1")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-no-image.png"))
     assert not page.problems, page.problems
