@@ -1,0 +1,57 @@
+"""``acmil demo --quick`` end to end: synthetic slides -> real preprocessing (EfficientNet-Lite0) -> ACMIL and
+ABMIL training -> analyses -> report. The full-size demo is the README's first command; this is its CI size."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from acmil.cli import main as acmil_main
+
+
+@pytest.mark.slow
+def test_quick_demo(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert acmil_main(["demo", "--quick", "--out", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    s = json.loads((out / "demo.json").read_text())
+
+    # Every stage ran and wrote what it promises.
+    for arch in ("acmil", "abmil"):
+        run = out / "runs" / arch
+        assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "predictions.csv").is_file()
+        assert set(s["metrics"][arch]) >= {"val", "test"}
+        for sid in s["heatmap_slides"]:
+            assert (out / "analysis" / "heatmaps" / arch / f"{sid}_mean.png").stat().st_size > 1000
+    n_slides = s["size"]["n_slides"]
+    assert len(list((out / "preprocess" / "features").glob("*.h5"))) == n_slides
+    assert (out / "analysis" / "umap" / "umap.png").is_file()
+    assert (out / "analysis" / "attention_stats" / "attention_curve.png").is_file()
+    assert set(s["attention_stats"]) == {"ACMIL", "ABMIL"}
+
+    # The report links figures that exist, relative to itself.
+    md = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) >= 5 and all((out / link).is_file() for link in links)
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == len(links) and "Does attention find the tumour?" in html
+
+    # Real ImageNet weights were used (the `weights` extra is installed in CI), and the numbers are real.
+    assert s["encoder_weights"] != "random"
+    loc = s["localisation"]
+    assert loc["acmil"]["n_slides"] == n_slides // 2  # every tumour slide has both classes of tiles
+    assert loc["acmil"]["mean_auc"] > 0.75, loc  # the quick size trains on a handful of slides
+    assert s["metrics"]["acmil"]["test"]["auc"] >= 0.5
+
+    # The viewer command names the real outputs.
+    assert s["serve_command"] in printed and "acmil serve --checkpoint" in printed
+    assert str(out / "runs" / "acmil" / "checkpoints" / "best.ckpt") in s["serve_command"]
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path, capsys) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert acmil_main(["demo", "--quick", "--out", str(tmp_path)]) == 1
+    assert "not an acmil demo folder" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
