@@ -39,6 +39,7 @@ def service_data(tmp_path_factory) -> dict:
         planted[name] = rows
     (slides / "bad_image.svs").write_bytes(b"II*\x00 not really a slide")  # its image is broken, not its features
     write_slide(features / "bad_image.h5", make_bag(rng, False, 10)[0], grid_coords(10, 5))
+    write_slide(features / "Biopsy 7 (ü).h5", make_bag(rng, False, 8)[0], grid_coords(8, 4))  # spaces, unicode
     (features / "broken.h5").write_bytes(b"this is not an HDF5 file at all" * 10)
     feats, _ = make_bag(rng, False, 20)
     write_features(features / "wrong_dim.h5", feats[:, :16], grid_coords(20, 5))

@@ -35,6 +35,15 @@ def test_traversal_and_unknown_ids_are_404(client, slide_id):
         assert "root:" not in response.text
 
 
+def test_ids_with_spaces_and_unicode_work_when_encoded(client):
+    from urllib.parse import quote
+
+    ids = [s["slide_id"] for s in client.get(f"{API}/slides").json()]
+    assert "Biopsy 7 (ü)" in ids
+    response = client.get(f"{API}/slides/{quote('Biopsy 7 (ü)')}/prediction")
+    assert response.status_code == 200 and response.json()["slide_id"] == "Biopsy 7 (ü)"
+
+
 def test_tile_names_cannot_escape(client):
     for tile in ("..%2F..%2Fbroken.h5", "0_0.jpeg%2F..", "0_0.exe", "-1_0.png", "0_0"):
         assert client.get(f"{API}/slides/synthetic_pos/attention_files/12/{tile}").status_code in (404, 422)
