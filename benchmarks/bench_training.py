@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -111,7 +112,7 @@ def worker_lightning(args: argparse.Namespace) -> dict:
         "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", args.run_dir,
         "--trainer.accelerator", accelerator, "--trainer.precision", args.precision,
         "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0", "--seed_everything", "0",
-    ]
+    ] + (["--data.pin_memory", args.pin] if args.pin else [])
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -132,6 +133,17 @@ def _run_worker(kind: str, common: list[str], extra: list[str]) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["epoch_s"] = statistics.median(result["epoch_times"][1:] or result["epoch_times"])
     return result
+
+
+def _variant_args(spec: str) -> list[str]:
+    """'b8w4' = 8 bags a step, 4 workers; suffix 'p0' = no pinned memory, 'bf16' = bf16-mixed."""
+    m = re.fullmatch(r"b(\d+)w(\d+)(p0)?(bf16)?", spec)
+    if not m:
+        raise SystemExit(f"bad variant {spec!r} (expected e.g. b8w4, b8w8p0, b8w4bf16)")
+    extra = ["--batch", m[1], "--workers", m[2]]
+    extra += ["--pin", "false"] if m[3] else []
+    extra += ["--precision", "bf16-mixed"] if m[4] else []
+    return extra
 
 
 def _subset_labels(labels: Path, fraction: float, out: Path) -> Path:
@@ -160,6 +172,8 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "bench_out"))
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--bf16-variant", action="store_true", help="also time the batched variant under bf16-mixed")
+    p.add_argument("--variants", default="", help="comma-separated, e.g. b1w0,b1w4,b8w8,b8w8p0,b8w4bf16")
+    p.add_argument("--pin", default="", help=argparse.SUPPRESS)
     # worker mode (internal)
     p.add_argument("--worker", default=None)
     p.add_argument("--features", default="")
@@ -192,15 +206,13 @@ def main() -> None:
               "--dim", str(args.dim), "--epochs", str(args.epochs), "--device", args.device,
               "--precision", args.precision, "--threads", str(args.threads)]
     runs: dict[str, dict] = {}
-    w, b = str(args.workers), str(args.batch)
-    plan = {
-        "plain_loop_b1": ("plain", []),
-        "acmil_b1_w0": ("lightning", ["--batch", "1", "--workers", "0"]),
-        f"acmil_b1_w{w}": ("lightning", ["--batch", "1", "--workers", w]),
-        f"acmil_b{b}_w{w}": ("lightning", ["--batch", b, "--workers", w]),
-    }
-    if args.bf16_variant:
-        plan[f"acmil_b{b}_w{w}_bf16"] = ("lightning", ["--batch", b, "--workers", w, "--precision", "bf16-mixed"])
+    w, b = args.workers, args.batch
+    specs = args.variants.split(",") if args.variants else ["b1w0", f"b1w{w}", f"b{b}w{w}"]
+    if args.bf16_variant and not args.variants:
+        specs.append(f"b{b}w{w}bf16")
+    plan = {"plain_loop_b1": ("plain", [])}
+    for spec in specs:
+        plan[f"acmil_{spec}"] = ("lightning", _variant_args(spec))
     for name, (kind, extra) in plan.items():
         runs[name] = _run_worker(kind, common, [*extra, "--run-dir", str(tmp / f"run_{name}")])
         r = runs[name]

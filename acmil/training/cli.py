@@ -164,7 +164,8 @@ def _test_parser() -> Any:
                         help="auto: 'test' when the CSV has a split column or --data.splits_file is given, else all")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_class_arguments(
-        FeatureDataModule, "data", skip={"class_names", "batch_size", "eval_batch_size", "cache", "folds", "fold"}
+        FeatureDataModule, "data",
+        skip={"class_names", "batch_size", "eval_batch_size", "cache", "folds", "fold", "pin_memory", "num_workers"},
     )
     return parser
 

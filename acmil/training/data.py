@@ -7,6 +7,7 @@ Bags of different lengths are padded in :func:`collate_bags`, with a boolean mas
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from acmil.features import read_features
 
@@ -61,6 +62,18 @@ def _read_bag(path: Path) -> np.ndarray:
     return read_features(path, validate=False).features
 
 
+def _batch_buffer(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised tensor for a batch; in a DataLoader worker it lives in shared memory already.
+
+    This is what torch's default_collate does: otherwise the worker copies the whole batch into shared
+    memory once more to hand it to the main process (a second pass over hundreds of MB per batch).
+    """
+    if get_worker_info() is None:
+        return like.new_empty(shape)
+    storage = like._typed_storage()._new_shared(math.prod(shape), device=like.device)
+    return like.new(storage).view(shape)
+
+
 def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
     """Stack bags into {"features": (B, N_max, D), "mask": (B, N_max) bool or None, "label": (B,), "index": (B,)}.
 
@@ -69,14 +82,16 @@ def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
     feats = [b["features"] for b in batch]
     lengths = [f.shape[0] for f in feats]
     n_max = max(lengths)
-    if all(n == n_max for n in lengths):
-        x, mask = torch.stack(feats), None  # (B, N, D)
+    mask = None
+    if len(feats) == 1:
+        x = feats[0].unsqueeze(0)  # (1, N, D): a view, no copy of the bag
     else:
-        x = feats[0].new_zeros((len(feats), n_max, feats[0].shape[1]))  # (B, N_max, D)
-        mask = torch.zeros((len(feats), n_max), dtype=torch.bool)  # (B, N_max)
+        x = _batch_buffer(feats[0], (len(feats), n_max, feats[0].shape[1]))  # (B, N_max, D)
         for j, f in enumerate(feats):
             x[j, : f.shape[0]] = f
-            mask[j, : f.shape[0]] = True
+            x[j, f.shape[0] :] = 0
+        if any(n != n_max for n in lengths):
+            mask = torch.arange(n_max)[None, :] < torch.tensor(lengths)[:, None]  # (B, N_max) bool
     return {
         "features": x,
         "mask": mask,
@@ -105,7 +120,9 @@ class FeatureDataModule(L.LightningDataModule):
         class_names: label map in index order; default: the CSV's labels in order of first appearance.
         batch_size: bags per training step (> 1 pads bags and passes a mask).
         eval_batch_size: bags per validation/test step; default ``batch_size``.
-        num_workers: DataLoader worker processes reading the files.
+        num_workers: DataLoader worker processes reading the files; default: 4 (at most the CPU count minus
+            one) when CUDA is available, so reading overlaps the GPU's work, else 0 (on CPU the cores are
+            busy computing).
         cache: keep features in memory after the first read; "auto" does so when the cohort uses under a
             third of the available memory.
         val_fraction: share of cases in the validation split (when the CSV has no ``split`` column).
@@ -115,6 +132,8 @@ class FeatureDataModule(L.LightningDataModule):
         fold: which fold is the test set.
         splits_file: a ``splits.json`` from an earlier run to reuse its split.
         check_values: read every file once before training to reject NaN/inf features.
+        pin_memory: page-locked batches for asynchronous copies to the GPU; default: with CUDA and workers
+            (without workers, pinning is one more copy of every bag in the training loop's own thread).
     """
 
     def __init__(
@@ -124,7 +143,7 @@ class FeatureDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
         batch_size: int = 1,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         cache: bool | Literal["auto"] = False,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
@@ -133,15 +152,19 @@ class FeatureDataModule(L.LightningDataModule):
         fold: int = 0,
         splits_file: str | None = None,
         check_values: bool = True,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         self.features_dir, self.labels_csv = Path(features_dir), Path(labels_csv)
         self._class_names_arg = list(class_names) if class_names else None
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        if num_workers is None:
+            num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if torch.cuda.is_available() else 0
         self.num_workers, self.cache_mode = num_workers, cache
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.seed, self.folds, self.fold = seed, folds, fold
         self.splits_file, self.check_values = splits_file, check_values
+        self.pin_memory = (torch.cuda.is_available() and num_workers > 0) if pin_memory is None else pin_memory
         self._cohort: Cohort | None = None
         self._splits: dict[str, list[int]] | None = None
         self._split_source = ""
@@ -262,6 +285,7 @@ class FeatureDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_bags,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
