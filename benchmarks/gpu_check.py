@@ -91,7 +91,7 @@ def model_autocast(device: str) -> dict:
 
 
 @check("train_cli")
-def train_cli(device: str, work: Path, tiny: bool) -> dict:
+def train_cli(device: str, work: Path, tiny: bool, only_variants: list[str] | None = None) -> dict:
     from acmil.training.synthetic_features import make_cohort
 
     cohort = make_cohort(work / "cohort", n_slides=40 if not tiny else 20, n_patches=(500, 2000), dim=512, signal=1.0)
@@ -102,7 +102,7 @@ def train_cli(device: str, work: Path, tiny: bool) -> dict:
                 "bf16_batch8": ["--trainer.precision", "bf16-mixed", "--data.batch_size", "8"]}
     out = {}
     for name, extra in variants.items():
-        if device != "cuda" and name in ("fp16", "ddp_bf16"):
+        if (device != "cuda" and name in ("fp16", "ddp_bf16")) or (only_variants and name not in only_variants):
             continue
         run = work / f"run_{name}"
         seconds = _acmil(["train", "--config", str(REPO / "configs/acmil.yaml"), "--data.features_dir",
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="small sizes, for a dry run on CPU")
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--variants", nargs="*", default=None, help="train_cli variants to run (default all)")
     args = parser.parse_args()
     import torch
 
@@ -183,7 +184,7 @@ def main() -> None:
     steps = {
         "environment": lambda: environment(device),
         "model_autocast": lambda: model_autocast(device),
-        "train_cli": lambda: train_cli(device, work, args.tiny),
+        "train_cli": lambda: train_cli(device, work, args.tiny, args.variants),
         "preprocess_gpu": lambda: preprocess_gpu(device, work, args.tiny),
         "bench_training": lambda: bench_training(device, args.out, args.tiny),
     }
