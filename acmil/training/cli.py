@@ -9,6 +9,7 @@ next to the CSV and TensorBoard logs in ``RUN/logs/``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -161,12 +162,15 @@ def _test_parser() -> Any:
     parser.add_argument("--checkpoint", required=True, help="a best.ckpt (or imported checkpoint)")
     parser.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
     parser.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
-                        help="auto: 'test' when the CSV has a split column or --data.splits_file is given, else all")
+                        help="auto: 'test' when the split is known (a split column, --data.splits_file, or a run's "
+                             "--config, whose seed reproduces the run's split), else every labelled slide")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_class_arguments(
-        FeatureDataModule, "data",
-        skip={"class_names", "batch_size", "eval_batch_size", "cache", "folds", "fold", "pin_memory", "num_workers"},
-    )
+    parser.add_class_arguments(FeatureDataModule, "data")
+    # A run's saved config.yaml also holds these groups; they are accepted and ignored (the checkpoint
+    # defines the model).
+    for group in ("model", "trainer", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{group}", type=dict | None, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed_everything", type=bool | int | None, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -174,7 +178,7 @@ def test_main(argv: list[str] | None = None) -> int:
     """``acmil test --checkpoint CKPT --data.features_dir DIR --data.labels_csv FILE --out DIR``."""
     cfg = _test_parser().parse_args(argv)
     loaded = load_model(cfg.checkpoint)
-    data = {k: v for k, v in vars(cfg.data).items() if v is not None}
+    data = {k: v for k, v in vars(cfg.data).items() if v is not None and k != "class_names"}
     dm = FeatureDataModule(**data, class_names=loaded.card.class_names)
     dm.evaluation_only = True
     cohort = dm.cohort
@@ -183,7 +187,7 @@ def test_main(argv: list[str] | None = None) -> int:
                          f"{dm.features_dir} holds {cohort.in_dim}-d features")
     split = cfg.split
     if split == "auto":
-        split = "test" if (cohort.has_split_column or dm.splits_file) else "all"
+        split = "test" if (cohort.has_split_column or dm.splits_file or cfg.config) else "all"
     indices = list(range(len(cohort.rows))) if split == "all" else dm.splits[split]
     from .data import BagDataset
 

@@ -119,6 +119,11 @@ def test_test_command_reproduces_run_metrics(trained_run: dict, cohort, tmp_path
     got = json.loads((tmp_path / "metrics.json").read_text())["test"]
     for k, v in trained_run["metrics"]["test"].items():
         assert got[k] == pytest.approx(v, abs=1e-6)
+    # The run's saved config replays its data settings, seed included, so the same test split is evaluated.
+    out = tmp_path / "from_config"
+    assert main(["test", "--config", str(run / "config.yaml"), "--checkpoint", str(run / "checkpoints" / "best.ckpt"),
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"] == pytest.approx(trained_run["metrics"]["test"])
 
 
 @pytest.mark.slow
