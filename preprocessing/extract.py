@@ -138,6 +138,10 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
             except ValueError:
                 pass  # unreadable old file: recompute
         dims = slide.dimensions
+        side0 = cfg.tiling.tile_size * cfg.tiling.target_mpp / slide.mpp
+        if min(dims) < side0:
+            raise ValueError(f"{source.path}: slide ({dims[0]}x{dims[1]} px) is smaller than one tile "
+                             f"({cfg.tiling.tile_size} px at {cfg.tiling.target_mpp} µm/px = {side0:.0f} level-0 px)")
         seg_scale = min(cfg.tissue.seg_mpp / slide.mpp, max(dims) / 64)  # level-0 px per thumbnail px
         tw, th = max(1, round(dims[0] / seg_scale)), max(1, round(dims[1] / seg_scale))
         f = min(1.0, cfg.thumb_max / max(tw, th))

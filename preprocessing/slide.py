@@ -190,7 +190,7 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, mpp_fallback: 
     except Exception:  # noqa: BLE001 - treat like "unknown format"
         fmt = None
     if fmt is None:
-        return _open_plain_image(path, mpp if mpp is not None else mpp_fallback)
+        return _open_plain_image(path, mpp, mpp_fallback)
     try:
         osr = openslide.OpenSlide(path)
     except Exception as err:  # noqa: BLE001 - truncated / corrupt files fail here
@@ -215,7 +215,7 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, mpp_fallback: 
     return Slide(path, value, source, "openslide")
 
 
-def _open_plain_image(path: Path, mpp: float | None) -> Slide:
+def _open_plain_image(path: Path, mpp: float | None, mpp_fallback: float | None) -> Slide:
     import openslide
 
     try:
@@ -224,6 +224,8 @@ def _open_plain_image(path: Path, mpp: float | None) -> Slide:
         raise SlideError(f"{path}: not a slide: neither OpenSlide nor PIL can read it ({err})") from err
     size = osr.dimensions
     osr.close()
+    source = "override" if mpp is not None else "--mpp"
+    mpp = mpp if mpp is not None else mpp_fallback
     if mpp is None:
         raise NotAWSIError(
             f"{path}: not a whole-slide image: OpenSlide opens it only as a plain {size[0]}x{size[1]} image "
@@ -231,4 +233,4 @@ def _open_plain_image(path: Path, mpp: float | None) -> Slide:
         )
     if not _plausible(mpp):
         raise SlideError(f"{path}: MPP {mpp:g} is outside {MPP_RANGE[0]}-{MPP_RANGE[1]} µm/px")
-    return Slide(path, mpp, "override", "image")
+    return Slide(path, mpp, source, "image")

@@ -185,9 +185,9 @@ class _Renderer:
 
 
 def _pyramid_downsamples(width: int, height: int) -> list[int]:
-    """Downsamples 1, 4, 16, ... while the level stays at least ~512 px on its short side."""
+    """Downsamples 1, 4, 16, ... while the level stays at least 128 px on its short side."""
     out = [1]
-    while min(width, height) // (out[-1] * 4) >= 512:
+    while min(width, height) // (out[-1] * 4) >= 128:
         out.append(out[-1] * 4)
     return out
 
