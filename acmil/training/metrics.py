@@ -89,7 +89,7 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldnames: l
     fieldnames = fieldnames or (list(rows[0]) if rows else ["slide_id", "predicted"])
     tmp = path.with_name(f".{path.name}.partial")
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

@@ -165,3 +165,21 @@ def test_cv(cohort, tmp_path: Path, train_args) -> None:
         splits = json.loads((run / f"fold_{k}" / "splits.json").read_text())
         assert {r["slide_id"] for r in oof if r["fold"] == str(k)} == set(splits["test"])
         assert not set(splits["test"]) & set(splits["train"] + splits["val"])
+
+
+@pytest.mark.parametrize("config", ["configs/abmil.yaml", "configs/mean.yaml", "configs/max.yaml"])
+def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> None:
+    from acmil.training.synthetic_features import make_cohort
+
+    c = make_cohort(tmp_path / "c", n_slides=30, n_patches=(20, 40), dim=16, class_names=("a", "b", "c"), seed=2)
+    run = tmp_path / "run"
+    metrics = run_training([
+        "--config", config, "--data.features_dir", str(c.features_dir), "--data.labels_csv", str(c.labels_csv),
+        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run), "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ])
+    assert set(metrics["val"]) == METRICS
+    card = load_model(run / "checkpoints" / "best.ckpt").card
+    assert card.arch == config.split("/")[1].removesuffix(".yaml") and sorted(card.class_names) == ["a", "b", "c"]
+    # class order = order of first appearance in the CSV (DESIGN.md), the same in the card and the CSV columns
+    assert list(_csv(run / "predictions.csv")[0])[-3:] == [f"prob_{c}" for c in card.class_names]
