@@ -189,6 +189,11 @@ class FeatureDataModule(L.LightningDataModule):
             on_features=(lambda i, f: cache.__setitem__(i, f)) if wants_cache else None,
         )
         if self._use_cache(cohort.feature_bytes):
+            # Fill the cache here, in the main process: DataLoader workers then share it (fork, copy-on-write)
+            # instead of each worker building its own copy of the cohort.
+            for i, path in enumerate(cohort.paths):
+                if i not in cache:
+                    cache[i] = _read_bag(path)
             self._cache = cache
         self._splits = self._make_splits(cohort)
         if not self.evaluation_only:

@@ -67,6 +67,13 @@ def test_cache_is_filled_by_the_validation_scan(small) -> None:
     assert np.array_equal(item["features"].numpy(), dm.dataset("val").cache[item["index"]])
 
 
+def test_auto_cache_fills_when_the_cohort_is_small(small) -> None:
+    dm = FeatureDataModule(small.features_dir, small.labels_csv, cache="auto", check_values=False, seed=0)
+    dm.setup("fit")
+    assert len(dm.dataset("val").cache) == 16  # filled before any worker starts
+    assert FeatureDataModule(small.features_dir, small.labels_csv, seed=0).dataset("train").cache is None
+
+
 def test_split_column_is_used(tmp_path: Path) -> None:
     c = make_cohort(tmp_path / "c", n_slides=20, n_patches=(5, 9), dim=8, split_column=True)
     dm = FeatureDataModule(c.features_dir, c.labels_csv)
