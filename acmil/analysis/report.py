@@ -65,7 +65,7 @@ def build_blocks(out: Path, s: dict[str, Any]) -> list[Block]:
         ("images", [("analysis/attention_stats/attention_curve.png", "cumulative attention against top tiles")]),
         ("h2", "Heatmaps"),
         ("p", "Held-out slides: the ground-truth mask, then each model's mean attention over the slide thumbnail "
-              "(rank-normalised, red = most attended), then ACMIL's branches."),
+              "(linear scale from the least to the most attended tile, red = most), then ACMIL's branches."),
     ]
     for sid in s["heatmap_slides"]:
         images = [(f"cohort/masks/{sid}.png", f"{sid}: tumour mask")]
