@@ -99,7 +99,8 @@ def write_train_config(path: Path, arch: str, epochs: int, run_dir: Path) -> Pat
         "data": {"batch_size": 1, "num_workers": 0, "val_fraction": 0.2, "test_fraction": 0.2},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# `acmil demo`: {arch.upper()} with the paper's recipe, final epoch kept\n" + yaml.safe_dump(config))
+    header = f"# `acmil demo`: {arch.upper()} with the paper's recipe, final epoch kept\n"
+    path.write_text(header + yaml.safe_dump(config))
     return path
 
 

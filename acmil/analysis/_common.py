@@ -81,7 +81,9 @@ def run_model(model: Any, slide: SlideFeatures) -> SlideResult:
     return SlideResult(slide, pred.attention, pred.probabilities)
 
 
-def checkpoint_names(paths: Sequence[str | os.PathLike], archs: Sequence[str], names: Sequence[str] | None) -> list[str]:
+def checkpoint_names(
+    paths: Sequence[str | os.PathLike], archs: Sequence[str], names: Sequence[str] | None
+) -> list[str]:
     """Display names for checkpoints: given names, else the architecture (made unique by the file's folder)."""
     if names:
         if len(names) != len(paths):

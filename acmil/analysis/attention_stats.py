@@ -17,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import BatchLog, checkpoint_names, iter_slides, pyplot, run_model, save_figure, select_slides, write_csv
-from ._common import write_json
+from ._common import (
+    BatchLog,
+    checkpoint_names,
+    iter_slides,
+    pyplot,
+    run_model,
+    save_figure,
+    select_slides,
+    write_csv,
+    write_json,
+)
 
 TOP_COUNTS = (1, 5, 10, 50, 100)
 TOP_FRACTIONS = (0.01, 0.10)
@@ -116,7 +125,7 @@ def attention_stats(
         if slide.n_patches == 0:
             log.skipped[slide.slide_id] = "no tiles"
             continue
-        for name, lm in zip(labels, loaded):
+        for name, lm in zip(labels, loaded, strict=True):
             result = run_model(lm.model, slide)
             rows.extend(slide_rows(name, slide.slide_id, result.attention))
             curves[name].append(cumulative_curve(result.mean_attention))
@@ -124,7 +133,7 @@ def attention_stats(
         raise ValueError(f"{features_dir}: no slide could be analysed ({log.errors or 'no tiles'})")
     write_csv(out / "attention_stats.csv", rows, ["checkpoint", "slide_id", "branch", "n_tiles", *topk_keys()])
     summary = {
-        "checkpoints": dict(zip(labels, map(str, checkpoints))),
+        "checkpoints": dict(zip(labels, map(str, checkpoints), strict=True)),
         "n_slides": len({r["slide_id"] for r in rows}),
         "mean_over_slides": summarise(rows),
         **log.as_dict(),

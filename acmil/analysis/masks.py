@@ -1,8 +1,8 @@
 """Ground-truth tile labels from tumour masks (PNG, one per slide, at some downsample of level 0).
 
 The mask's downsample is, in order: given explicitly, stated in the PNG (text chunk ``acmil_downsample``),
-or inferred from the slide's level-0 size stored with the features (``coords.attrs['level0_width']``). Geometry is pure numpy:
-the fraction of each tile covered by the mask comes from an integral image, so it costs O(N) for
+or inferred from the slide's level-0 size stored with the features (``coords.attrs['level0_width']``).
+Geometry is pure numpy: the fraction of each tile covered by the mask comes from an integral image, so it costs O(N) for
 N tiles whatever their size.
 """
 

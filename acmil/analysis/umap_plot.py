@@ -124,11 +124,12 @@ def umap_analysis(
     truth = cat.get("truth")
     title = f"{lm.card.arch.upper()}: {len(ids)} tiles from {len(drawn)} slides (UMAP of instance features)"
     plot_umap(xy, cat["rank"], cat["branch"], truth, n_branches, title, out / "umap.png")
+    truth_col = truth if truth is not None else [None] * len(ids)
+    columns = (ids, cat["idx"], xy[:, 0], xy[:, 1], cat["att"], cat["rank"], cat["branch"], truth_col)
     rows = [
         {"slide_id": s, "tile": int(t), "x": float(a), "y": float(b), "attention": float(w), "attention_rank": float(r),
          "branch": int(br), **({"tumour": int(tr)} if truth is not None else {})}
-        for s, t, a, b, w, r, br, tr in zip(ids, cat["idx"], xy[:, 0], xy[:, 1], cat["att"], cat["rank"],
-                                           cat["branch"], truth if truth is not None else [None] * len(ids))
+        for s, t, a, b, w, r, br, tr in zip(*columns, strict=True)
     ]
     write_csv(out / "umap.csv", rows)
     summary = {

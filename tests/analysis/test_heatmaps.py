@@ -10,10 +10,10 @@ import tifffile
 from PIL import Image
 
 from acmil.analysis.heatmaps import find_slide, main
+from acmil.checkpoint import load_model
 from acmil.features import read_features, write_features
 from acmil.heatmap import render_heatmap
 from acmil.inference import predict_bag
-from acmil.checkpoint import load_model
 
 
 def test_blank_background_matches_the_shared_renderer(cohort, acmil_ckpt, tmp_path, capsys) -> None:

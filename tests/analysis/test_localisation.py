@@ -60,8 +60,8 @@ def test_known_attention_localises(cohort, tmp_path, capsys) -> None:
     ds = slide.coord_attrs["level0_width"] / m.shape[1]
     for i, (x, y) in enumerate(slide.coords):
         mask[i] = m[int((y + 128) / ds), int((x + 128) / ds)]  # tile centre
-    from acmil.inference import predict_bag
     from acmil.checkpoint import load_model
+    from acmil.inference import predict_bag
 
     att = predict_bag(load_model(ckpt).model, slide.features).mean_attention
     row = next(r for r in s["slides"] if r["slide_id"] == "slide_03")

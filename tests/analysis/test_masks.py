@@ -24,7 +24,7 @@ def test_tile_fractions_match_a_pixel_loop() -> None:
     mask = rng.random((20, 30)) > 0.6
     coords = rng.integers(0, 300, size=(50, 2)) // 10 * 10
     got = tile_fractions(mask, coords, patch_size_level0=40, downsample=10)
-    for (x, y), frac in zip(coords, got):
+    for (x, y), frac in zip(coords, got, strict=True):
         window = mask[y // 10 : y // 10 + 4, x // 10 : x // 10 + 4]
         assert frac == pytest.approx(window.sum() / 16.0)  # window clipped at the edge counts as area lost
 
