@@ -19,9 +19,15 @@ def test_quick_demo(tmp_path, capsys) -> None:
     s = json.loads((out / "demo.json").read_text())
 
     # Every stage ran and wrote what it promises.
+    import torch
+
     for arch in ("acmil", "abmil"):
         run = out / "runs" / arch
         assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "predictions.csv").is_file()
+        # The demo keeps the final epoch (validation metrics saturate at once on 2 val slides): best.ckpt,
+        # which training evaluates and the analyses read, must be that epoch's.
+        epoch = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["epoch"]
+        assert epoch == s["size"]["epochs"] - 1
         assert set(s["metrics"][arch]) >= {"val", "test"}
         for sid in s["heatmap_slides"]:
             assert (out / "analysis" / "heatmaps" / arch / f"{sid}_mean.png").stat().st_size > 1000
