@@ -241,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arch.upper()}: test AUC {m['auc']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}; "
               f"attention localisation AUC {_fmt(loc['mean_auc'])} (all {loc['n_slides']} tumour slides), "
               f"{_fmt(loc['held_out_mean_auc'])} (held-out)")
+    from acmil.analysis.report import LOCALISATION_TARGET
+
+    auc = s["localisation"]["acmil"]["mean_auc"]
+    met = auc is not None and auc >= LOCALISATION_TARGET
+    print(f"ACMIL attention localisation target (AUC >= {LOCALISATION_TARGET}): {'met' if met else 'NOT met'}")
     print(f"encoder: tf_efficientnet_lite0, {s['encoder_weights_note']}")
     print(f"\nreport: {Path(s['out']) / 'report.html'} (and report.md); total {s['total_seconds']:.0f} s")
     print(f"open the viewer:\n  {s['serve_command']}\nthen browse http://127.0.0.1:8000/ "
