@@ -30,3 +30,15 @@ def test_multiclass_auc_is_macro_one_vs_rest() -> None:
     m = metric_values(probs, targets, 3)
     assert m["auc"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(1.0)
     assert metric_values(probs[:0], targets[:0], 3) == {}
+
+
+def test_selection_breaks_ties_by_validation_loss_only() -> None:
+    import torch
+
+    from acmil.training.module import selection_score
+
+    t = torch.tensor
+    # equal F1 + AUC: the lower loss wins
+    assert selection_score(t(1.0), t(1.0), t(0.05)) > selection_score(t(1.0), t(1.0), t(0.6))
+    # a real difference in F1 + AUC is never overturned by the loss
+    assert selection_score(t(0.9), t(1.0), t(5.0)) > selection_score(t(0.9), t(0.9995), t(0.0))
