@@ -26,9 +26,7 @@ class GatedAttention(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, N, H) -> logits (B, M, N), float32."""
-        # float32 even under autocast: the logits feed masking and a softmax.
-        device_type = h.device.type if h.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
-            h = h.float()
-            gated = self.attention_V(h) * self.attention_U(h)  # (B, N, attn_dim)
-            return self.attention_weights(gated).transpose(1, 2)  # (B, M, N)
+        gated = self.attention_V(h) * self.attention_U(h)  # (B, N, attn_dim), autocast's dtype if enabled
+        # The logits themselves in float32 even under autocast: they feed masking and a softmax.
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.attention_weights(gated.float()).transpose(1, 2)  # (B, M, N)
