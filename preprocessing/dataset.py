@@ -31,7 +31,7 @@ class ReadJob:
         coords: (B, 2) int64 level-0 (x, y).
         level: pyramid level to read from.
         read_size: side of the box at ``level`` (in that level's pixels).
-        tile_size: side of the tile after resizing.
+        tile_size: side of the tiles delivered (the encoder's input size): one resize from ``read_size``.
     """
 
     slide: Slide
@@ -97,9 +97,9 @@ class JobStream(torch.utils.data.Sampler):
 
 
 def worker_init(_: int) -> None:
-    """Readers are single-threaded: the cores belong to the encoder."""
+    """Readers leave the cores to the encoder. (Not cv2.setNumThreads: called in a forked child after the parent
+    used both OpenCV and torch threads, it deadlocks.)"""
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 def make_loader(jobs: Iterable[ReadJob], workers: int, pin_memory: bool = False,

@@ -88,6 +88,7 @@ class SlidePlan:
     params_hash: str
     t0: float  # perf_counter when planning started
     batch_size: int
+    out_size: int  # side of the tiles handed to the encoder (its input size, or the tile size)
     plan_seconds: float = 0.0
     first_batch: float | None = None  # perf_counter when its first batch arrived
     done: int = 0
@@ -103,7 +104,7 @@ class SlidePlan:
         g = self.grid
         for b in range(self.n_batches):
             chunk = g.coords[b * self.batch_size : (b + 1) * self.batch_size]
-            yield ReadJob(self.slide, b, chunk, g.read_level, g.read_size, g.tile_size)
+            yield ReadJob(self.slide, b, chunk, g.read_level, g.read_size, self.out_size)
 
     def result(self, status: str, error: str = "") -> SlideResult:
         # planning time + encoding time (not the time spent queued behind the previous slide)
@@ -159,7 +160,9 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         if len(grid) == 0:
             return _fail(source, f"{source.path}: no tile has >= {cfg.tiling.min_tissue:.0%} tissue "
                                  f"({tissue_mm2:.3f} mm² of tissue found)", t0, **kw)
-        return SlidePlan(source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, time.perf_counter() - t0)
+        out_size = encoder.input_size or cfg.tiling.tile_size
+        return SlidePlan(source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size,
+                         time.perf_counter() - t0)
     except Exception as err:  # noqa: BLE001 - one bad slide becomes a failed row, never a crash
         return _fail(source, err, t0)
 

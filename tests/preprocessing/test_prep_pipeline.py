@@ -161,3 +161,16 @@ def test_config_file_gives_defaults(syn_cohort, tmp_path, fast_args):
     bad = tmp_path / "bad.yaml"
     bad.write_text("tile_sise: 64\n")
     assert acmil_main(["preprocess", "--config", str(bad), "--slides", ".", "--out", str(out)]) == 2
+
+
+@pytest.mark.timeout(180)
+def test_reader_workers_after_opencv_and_torch_ran_in_process(syn_cohort, tmp_path, fast_args):
+    """Regression: a forked reader used to deadlock (cv2.setNumThreads) once the parent had used both libraries."""
+    import cv2
+    import torch
+
+    cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (500, 500), interpolation=cv2.INTER_AREA)
+    torch.nn.functional.conv2d(torch.randn(8, 3, 224, 224), torch.randn(16, 3, 3, 3))
+    args = list(fast_args)
+    args[args.index("--target-mpp") + 1] = "1.0"  # read 128 px at level 0, resized to 64 in the worker
+    assert _run(syn_cohort / "slides", tmp_path / "out", *args, "--workers", "1", "--glob", "syn_000*") == 0
