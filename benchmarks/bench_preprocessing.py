@@ -100,16 +100,28 @@ def main() -> None:
     pipe_tps = results[0].n_tiles / pipe_s
 
     record = {
-        "slide": {"width": args.width, "height": args.height, "mpp": 0.5, "tiles_256px_at_0.5mpp": n_tiles,
-                  "generation_s": round(gen_s, 1)},
-        "encoder": args.encoder, "batch_size": args.batch_size, "input_size": encoder.input_size,
-        "device": str(device), "workers": args.workers, "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "slide": {
+            "width": args.width,
+            "height": args.height,
+            "mpp": 0.5,
+            "tiles_256px_at_0.5mpp": n_tiles,
+            "generation_s": round(gen_s, 1),
+        },
+        "encoder": args.encoder,
+        "batch_size": args.batch_size,
+        "input_size": encoder.input_size,
+        "device": str(device),
+        "workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
         "encoder_tiles_per_s": round(enc_tps, 2),
         "encoder_tiles_per_s_before_after": [round(enc_before, 2), round(enc_after, 2)],
-        "pipeline_tiles_per_s": round(pipe_tps, 2), "pipeline_seconds": round(pipe_s, 1),
+        "pipeline_tiles_per_s": round(pipe_tps, 2),
+        "pipeline_seconds": round(pipe_s, 1),
         "ratio_pipeline_over_encoder": round(pipe_tps / enc_tps, 3),
-        "segmentation_tiling_s": round(seg_s, 2), "read_tiles_per_s": round(read_tps, 1),
+        "segmentation_tiling_s": round(seg_s, 2),
+        "read_tiles_per_s": round(read_tps, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "preprocessing.json").write_text(json.dumps(record, indent=2))

@@ -25,8 +25,11 @@ from .tissue import TissueParams
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil preprocess", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="acmil preprocess",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--config", type=Path, help="YAML file of option defaults")
     io = p.add_argument_group("input / output")
     io.add_argument("--slides", help="slide folder (recursive), one slide, or a CSV with path[,slide_id,mpp]")
@@ -46,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg = p.add_argument_group("tissue segmentation (at --seg-mpp)")
     seg.add_argument("--seg-mpp", type=float, default=TissueParams.seg_mpp, help="µm/px of the segmentation thumbnail")
     seg.add_argument("--threshold", type=int, default=None, help="fixed saturation threshold 0-255 (default Otsu)")
-    seg.add_argument("--min-saturation", type=int, default=TissueParams.min_saturation, help="floor of the Otsu threshold")
+    seg.add_argument(
+        "--min-saturation", type=int, default=TissueParams.min_saturation, help="floor of the Otsu threshold"
+    )
     seg.add_argument("--median-blur", type=int, default=TissueParams.median_blur, help="median blur kernel (px)")
     seg.add_argument("--close-kernel", type=int, default=TissueParams.close_kernel, help="closing kernel (px)")
     seg.add_argument("--min-area-mm2", type=float, default=TissueParams.min_area_mm2, help="smallest tissue piece")
@@ -59,10 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("running")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)), help="tile readers")
-    run.add_argument("--devices", default="auto", help="auto, cpu, cuda, or a comma list (cuda:0,cuda:1): one "
-                     "process per device pulling slides from a shared queue")
-    run.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                     help="auto = bf16/fp16 autocast on GPU, fp32 on CPU")
+    run.add_argument(
+        "--devices",
+        default="auto",
+        help="auto, cpu, cuda, or a comma list (cuda:0,cuda:1): one "
+        "process per device pulling slides from a shared queue",
+    )
+    run.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto = bf16/fp16 autocast on GPU, fp32 on CPU",
+    )
     return p
 
 
@@ -121,19 +134,29 @@ def _check_writable(out: Path) -> None:
 
 
 def _config(args: argparse.Namespace) -> ExtractConfig:
-    tissue = TissueParams(args.seg_mpp, args.threshold, args.min_saturation, args.median_blur, args.close_kernel,
-                          args.min_area_mm2, args.max_hole_mm2)
+    tissue = TissueParams(
+        args.seg_mpp,
+        args.threshold,
+        args.min_saturation,
+        args.median_blur,
+        args.close_kernel,
+        args.min_area_mm2,
+        args.max_hole_mm2,
+    )
     tiling = TilingParams(args.target_mpp, args.tile_size, args.overlap, args.min_tissue)
-    return ExtractConfig(tissue, tiling, args.batch_size, args.workers, args.precision, args.dtype, args.mpp,
-                         args.overwrite, args.qc)
+    return ExtractConfig(
+        tissue, tiling, args.batch_size, args.workers, args.precision, args.dtype, args.mpp, args.overwrite, args.qc
+    )
 
 
 def _summary(results: list[SlideResult], seconds: float) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     tiles = sum(r.n_tiles for r in results if r.status == "ok")
-    lines = [f"preprocess: {len(results)} slides: {counts['ok']} ok, {counts['skipped']} skipped, "
-             f"{counts['failed']} failed; {tiles} tiles encoded in {seconds:.1f} s"
-             + (f" ({tiles / seconds:.1f} tiles/s)" if tiles and seconds > 0 else "")]
+    lines = [
+        f"preprocess: {len(results)} slides: {counts['ok']} ok, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed; {tiles} tiles encoded in {seconds:.1f} s"
+        + (f" ({tiles / seconds:.1f} tiles/s)" if tiles and seconds > 0 else "")
+    ]
     lines += [f"  FAILED {r.slide_id}: {r.error}" for r in results if r.status == "failed"]
     return "\n".join(lines)
 
@@ -179,4 +202,5 @@ def run_sources(sources: list[SlideSource], out: Path, argv: list[str]) -> list[
     device = resolve_devices(args.devices)[0]
     encoder = load_encoder(args.encoder, args.weights, args.resize, args.norm, device)
     return Extractor(encoder, _config(args), out, device, args.progress).run(
-        sources, lambda r: update_manifest(out / "manifest.csv", [r]), len(sources))
+        sources, lambda r: update_manifest(out / "manifest.csv", [r]), len(sources)
+    )

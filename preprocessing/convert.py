@@ -59,7 +59,12 @@ def _load_pt(path: Path, coords_dir: Path | None) -> SlideFeatures:
 
 
 def convert_one(
-    sf: SlideFeatures, kind: str, source: Path, out_dir: Path, encoder: str | None, patch_size_level0: int | None,
+    sf: SlideFeatures,
+    kind: str,
+    source: Path,
+    out_dir: Path,
+    encoder: str | None,
+    patch_size_level0: int | None,
     mpp: float | None,
 ) -> Path:
     """Write one slide's features as a format-1 file; returns its path."""

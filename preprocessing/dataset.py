@@ -102,8 +102,9 @@ def worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(jobs: Iterable[ReadJob], workers: int, pin_memory: bool = False,
-                prefetch_factor: int = 4) -> torch.utils.data.DataLoader:
+def make_loader(
+    jobs: Iterable[ReadJob], workers: int, pin_memory: bool = False, prefetch_factor: int = 4
+) -> torch.utils.data.DataLoader:
     """A DataLoader over a stream of ReadJobs (batch_size=None: each job already is a batch)."""
     kwargs = {}
     if workers > 0:

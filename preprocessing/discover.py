@@ -41,8 +41,10 @@ def discover(slides: str | os.PathLike, pattern: str | None = None) -> list[Slid
     seen: dict[str, Path] = {}
     for s in sources:
         if s.slide_id in seen:
-            raise ValueError(f"duplicate slide id {s.slide_id!r}: {seen[s.slide_id]} and {s.path} "
-                             "(feature files are named by slide id; rename one or list slides in a CSV with slide_id)")
+            raise ValueError(
+                f"duplicate slide id {s.slide_id!r}: {seen[s.slide_id]} and {s.path} "
+                "(feature files are named by slide id; rename one or list slides in a CSV with slide_id)"
+            )
         seen[s.slide_id] = s.path
     return sorted(sources, key=lambda s: s.slide_id)
 

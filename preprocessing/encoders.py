@@ -55,7 +55,7 @@ class Encoder:
         return {
             "resize": self.input_size,
             "interpolation": "area (OpenCV INTER_AREA) when shrinking, bilinear when enlarging; done by the tile "
-                             "reader in one step from the pyramid level read",
+            "reader in one step from the pyramid level read",
             "mean": list(self.mean),
             "std": list(self.std),
             "layout": "RGB, scaled to [0, 1] before normalisation",
@@ -71,11 +71,13 @@ class Encoder:
         """
         x = tiles.permute(0, 3, 1, 2).float()  # (B, 3, H, W), channels-last strides
         if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         # (x / 255 - mean) / std as one multiply-add, in place
         scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=x.device).view(1, 3, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device).view(1, 3, 1, 1)
+        shift = [-m / s for m, s in zip(self.mean, self.std, strict=True)]
+        shift = torch.tensor(shift, device=x.device).view(1, 3, 1, 1)
         return x.mul_(scale).add_(shift).contiguous(memory_format=torch.channels_last)
 
 
@@ -120,8 +122,11 @@ def _load_weights_file(model: nn.Module, path: Path) -> dict:
 
     info: dict = {}
     missing = [k for k in target if k not in sd and not is_head(k)]
-    if missing and len(sd) == len(target) and all(a.shape == b.shape for a, b in zip(sd.values(), target.values())):
-        sd = dict(zip(target.keys(), sd.values()))  # same tensors, other names: map by position
+    same_shapes = len(sd) == len(target) and all(
+        a.shape == b.shape for a, b in zip(sd.values(), target.values(), strict=True)
+    )
+    if missing and same_shapes:
+        sd = dict(zip(target.keys(), sd.values(), strict=True))  # same tensors, other names: map by position
         info["remapped_by_position"] = True
         missing = []
     if missing:
@@ -166,7 +171,7 @@ def load_encoder(
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     trunc = name.split(".")[0] == "resnet50_trunc"
-    arch = ("resnet50" + (name[len("resnet50_trunc"):] or ".tv_in1k")) if trunc else name
+    arch = ("resnet50" + (name[len("resnet50_trunc") :] or ".tv_in1k")) if trunc else name
     if not timm.is_model(arch):
         base = arch.split(".")[0]
         close = timm.list_models(f"*{base[:6]}*")[:8]
@@ -181,15 +186,22 @@ def load_encoder(
         elif weights == "pretrained":
             model = timm.create_model(arch, pretrained=True)
             cfg = model.pretrained_cfg
-            record = {"source": "timm", "tag": f"{cfg.get('architecture')}.{cfg.get('tag')}",
-                      "hf_hub_id": cfg.get("hf_hub_id") or cfg.get("url")}
+            record = {
+                "source": "timm",
+                "tag": f"{cfg.get('architecture')}.{cfg.get('tag')}",
+                "hf_hub_id": cfg.get("hf_hub_id") or cfg.get("url"),
+            }
         else:
             path = Path(weights).expanduser().resolve()
             if not path.is_file():
                 raise EncoderError(f"{path}: weights file not found (--weights takes 'pretrained', 'random' or a file)")
             model = timm.create_model(arch, pretrained=False, pretrained_cfg_overlay={"file": str(path)})
-            record = {"source": "file", "file": path.name, "file_sha256": _sha256_file(path),
-                      **_load_weights_file(model, path)}
+            record = {
+                "source": "file",
+                "file": path.name,
+                "file_sha256": _sha256_file(path),
+                **_load_weights_file(model, path),
+            }
     except EncoderError:
         raise
     except (OSError, RuntimeError, ValueError) as err:
@@ -197,9 +209,9 @@ def load_encoder(
             raise EncoderError(f"cannot build encoder '{name}' with weights {weights!r}: {err}") from err
         raise EncoderError(
             f"cannot get timm's pretrained weights for '{arch}' ({type(err).__name__}: {str(err)[:160]}). Offline? "
-            f"Download them where there is internet (e.g. model.safetensors from huggingface.co/timm/{arch.split('.')[0]}"
-            ", or `timm.create_model(..., pretrained=True)` there, then copy ~/.cache/huggingface), and pass "
-            "--weights FILE; or --weights random for a pipeline test"
+            "Download them where there is internet (e.g. model.safetensors from "
+            f"huggingface.co/timm/{arch.split('.')[0]}, or `timm.create_model(..., pretrained=True)` there, then "
+            "copy ~/.cache/huggingface), and pass --weights FILE; or --weights random for a pipeline test"
         ) from err
     model.reset_classifier(0)
     if trunc:

@@ -69,9 +69,15 @@ def _tool_version() -> str:
 def params_hash(cfg: ExtractConfig, encoder: Encoder, mpp0: float, slide_bytes: int) -> str:
     """Digest of every setting that changes a slide's features (resume compares it with the file's)."""
     spec = {
-        "tissue": cfg.tissue.as_dict(), "tiling": cfg.tiling.as_dict(), "encoder": encoder.name,
-        "weights": encoder.weights_record(), "transform": encoder.transform_record(), "dtype": cfg.dtype,
-        "mpp0": round(float(mpp0), 6), "slide_bytes": int(slide_bytes), "format_version": 1,
+        "tissue": cfg.tissue.as_dict(),
+        "tiling": cfg.tiling.as_dict(),
+        "encoder": encoder.name,
+        "weights": encoder.weights_record(),
+        "transform": encoder.transform_record(),
+        "dtype": cfg.dtype,
+        "mpp0": round(float(mpp0), 6),
+        "slide_bytes": int(slide_bytes),
+        "format_version": 1,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -110,14 +116,23 @@ class SlidePlan:
         # planning time + encoding time (not the time spent queued behind the previous slide)
         busy = time.perf_counter() - (self.first_batch or time.perf_counter())
         return SlideResult(
-            self.source.slide_id, str(self.source.path), status, len(self.grid) if status == "ok" else 0,
-            self.tissue_mm2, self.slide.mpp, self.grid.read_level, self.plan_seconds + busy, error, self.params_hash,
+            self.source.slide_id,
+            str(self.source.path),
+            status,
+            len(self.grid) if status == "ok" else 0,
+            self.tissue_mm2,
+            self.slide.mpp,
+            self.grid.read_level,
+            self.plan_seconds + busy,
+            error,
+            self.params_hash,
         )
 
 
 def _fail(source: SlideSource, err: BaseException | str, t0: float, **kw) -> SlideResult:
-    return SlideResult(source.slide_id, str(source.path), "failed", seconds=time.perf_counter() - t0,
-                       error=str(err), **kw)
+    return SlideResult(
+        source.slide_id, str(source.path), "failed", seconds=time.perf_counter() - t0, error=str(err), **kw
+    )
 
 
 def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: Path) -> SlidePlan | SlideResult:
@@ -133,16 +148,27 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
             try:
                 meta = read_meta(final)
                 if meta.attrs.get("params_hash") == digest:
-                    return SlideResult(source.slide_id, str(source.path), "skipped", meta.n_patches,
-                                       float(meta.attrs.get("tissue_mm2", 0.0)), slide.mpp,
-                                       meta.attrs.get("read_level"), time.perf_counter() - t0, "", digest)
+                    return SlideResult(
+                        source.slide_id,
+                        str(source.path),
+                        "skipped",
+                        meta.n_patches,
+                        float(meta.attrs.get("tissue_mm2", 0.0)),
+                        slide.mpp,
+                        meta.attrs.get("read_level"),
+                        time.perf_counter() - t0,
+                        "",
+                        digest,
+                    )
             except ValueError:
                 pass  # unreadable old file: recompute
         dims = slide.dimensions
         side0 = cfg.tiling.tile_size * cfg.tiling.target_mpp / slide.mpp
         if min(dims) < side0:
-            raise ValueError(f"{source.path}: slide ({dims[0]}x{dims[1]} px) is smaller than one tile "
-                             f"({cfg.tiling.tile_size} px at {cfg.tiling.target_mpp} µm/px = {side0:.0f} level-0 px)")
+            raise ValueError(
+                f"{source.path}: slide ({dims[0]}x{dims[1]} px) is smaller than one tile "
+                f"({cfg.tiling.tile_size} px at {cfg.tiling.target_mpp} µm/px = {side0:.0f} level-0 px)"
+            )
         seg_scale = min(cfg.tissue.seg_mpp / slide.mpp, max(dims) / 64)  # level-0 px per thumbnail px
         tw, th = max(1, round(dims[0] / seg_scale)), max(1, round(dims[1] / seg_scale))
         f = min(1.0, cfg.thumb_max / max(tw, th))
@@ -153,16 +179,24 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         tissue_mm2 = float(mask.sum()) * thumb_mpp**2 / 1e6
         grid = plan_tiles(dims, slide.level_downsamples, slide.mpp, cfg.tiling, mask)
         if cfg.qc:
-            save_png(out / "qc" / f"{source.slide_id}.png", draw_qc(thumb, mask, grid.coords, grid.patch_size_level0, dims))
+            save_png(
+                out / "qc" / f"{source.slide_id}.png", draw_qc(thumb, mask, grid.coords, grid.patch_size_level0, dims)
+            )
         kw = dict(tissue_mm2=tissue_mm2, mpp=slide.mpp, read_level=grid.read_level, params_hash=digest)
         if not mask.any():
             return _fail(source, f"{source.path}: no tissue detected (saturation segmentation found nothing)", t0, **kw)
         if len(grid) == 0:
-            return _fail(source, f"{source.path}: no tile has >= {cfg.tiling.min_tissue:.0%} tissue "
-                                 f"({tissue_mm2:.3f} mm² of tissue found)", t0, **kw)
+            return _fail(
+                source,
+                f"{source.path}: no tile has >= {cfg.tiling.min_tissue:.0%} tissue "
+                f"({tissue_mm2:.3f} mm² of tissue found)",
+                t0,
+                **kw,
+            )
         out_size = encoder.input_size or cfg.tiling.tile_size
-        return SlidePlan(source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size,
-                         time.perf_counter() - t0)
+        return SlidePlan(
+            source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size, time.perf_counter() - t0
+        )
     except Exception as err:  # noqa: BLE001 - one bad slide becomes a failed row, never a crash
         return _fail(source, err, t0)
 
@@ -188,8 +222,9 @@ def encode_batch(encoder: Encoder, tiles: torch.Tensor, device: torch.device, pr
 class Extractor:
     """Encodes a stream of slides with one encoder on one device."""
 
-    def __init__(self, encoder: Encoder, cfg: ExtractConfig, out: Path, device: torch.device | str = "cpu",
-                 progress: bool = True) -> None:
+    def __init__(
+        self, encoder: Encoder, cfg: ExtractConfig, out: Path, device: torch.device | str = "cpu", progress: bool = True
+    ) -> None:
         self.encoder, self.cfg, self.out = encoder, cfg, Path(out)
         self.device = torch.device(device)
         self.progress = progress
@@ -198,11 +233,19 @@ class Extractor:
 
     def _attrs(self, plan: SlidePlan) -> dict:
         return {
-            "slide_id": plan.source.slide_id, "mpp_level0": float(plan.slide.mpp), "mpp_target": self.cfg.tiling.target_mpp,
-            "mpp_source": plan.slide.mpp_source, "read_level": plan.grid.read_level, "encoder": self.encoder.name,
-            "encoder_weights": self.encoder.weights_record(), "transform": self.encoder.transform_record(),
-            "tissue_params": self.cfg.tissue.as_dict(), "tiling_params": self.cfg.tiling.as_dict(),
-            "tissue_mm2": plan.tissue_mm2, "params_hash": plan.params_hash, "tool_version": _tool_version(),
+            "slide_id": plan.source.slide_id,
+            "mpp_level0": float(plan.slide.mpp),
+            "mpp_target": self.cfg.tiling.target_mpp,
+            "mpp_source": plan.slide.mpp_source,
+            "read_level": plan.grid.read_level,
+            "encoder": self.encoder.name,
+            "encoder_weights": self.encoder.weights_record(),
+            "transform": self.encoder.transform_record(),
+            "tissue_params": self.cfg.tissue.as_dict(),
+            "tiling_params": self.cfg.tiling.as_dict(),
+            "tissue_mm2": plan.tissue_mm2,
+            "params_hash": plan.params_hash,
+            "tool_version": _tool_version(),
             "source_file": plan.source.path.name,
         }
 
@@ -267,8 +310,12 @@ class Extractor:
         if plan.done == plan.n_batches:
             self._finish(plan)
 
-    def run(self, sources: Iterable[SlideSource], on_result: Callable[[SlideResult], None] | None = None,
-            n_slides: int | None = None) -> list[SlideResult]:
+    def run(
+        self,
+        sources: Iterable[SlideSource],
+        on_result: Callable[[SlideResult], None] | None = None,
+        n_slides: int | None = None,
+    ) -> list[SlideResult]:
         """Process every source; returns one result per slide (also passed to ``on_result`` as they come)."""
         from tqdm.auto import tqdm
 
@@ -285,8 +332,11 @@ class Extractor:
                 if on_result is not None:
                     on_result(res)
 
-        loader = make_loader(self._jobs(sources, tiles_bar if self.progress else None),
-                             self.cfg.workers, pin_memory=self.device.type == "cuda")
+        loader = make_loader(
+            self._jobs(sources, tiles_bar if self.progress else None),
+            self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+        )
         try:
             for slide_id, index, tiles, error in loader:
                 self._batch(self.active[slide_id], index, tiles, error)

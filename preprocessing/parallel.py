@@ -24,8 +24,9 @@ def _pull(jobs: mp.Queue, taken: mp.Queue, device: str) -> Iterator[SlideSource]
         yield src
 
 
-def _device_main(device: str, enc_kwargs: dict, cfg: ExtractConfig, out: Path, jobs: mp.Queue,
-                 results: mp.Queue) -> None:
+def _device_main(
+    device: str, enc_kwargs: dict, cfg: ExtractConfig, out: Path, jobs: mp.Queue, results: mp.Queue
+) -> None:
     from .encoders import load_encoder
 
     encoder = load_encoder(device=device, **enc_kwargs)
@@ -55,8 +56,9 @@ def run_on_devices(
         jobs.put(src)
     for _ in devices:
         jobs.put(_STOP)
-    procs = [ctx.Process(target=_device_main, args=(d, enc_kwargs, cfg, out, jobs, results), daemon=False)
-             for d in devices]
+    procs = [
+        ctx.Process(target=_device_main, args=(d, enc_kwargs, cfg, out, jobs, results), daemon=False) for d in devices
+    ]
     for p in procs:
         p.start()
     done: dict[str, SlideResult] = {}
@@ -80,7 +82,7 @@ def run_on_devices(
     for p in procs:
         p.join()
     bar.close()
-    codes = {d: p.exitcode for d, p in zip(devices, procs)}
+    codes = {d: p.exitcode for d, p in zip(devices, procs, strict=True)}
     for sid, src in by_id.items():  # lost to a crashed process, or never taken because all processes died
         if sid not in done:
             dev = taken.get(sid)

@@ -94,7 +94,9 @@ class Slide:
             import openslide
 
             try:
-                self._osr = openslide.OpenSlide(self.path) if self.kind == "openslide" else openslide.ImageSlide(self.path)
+                self._osr = (
+                    openslide.OpenSlide(self.path) if self.kind == "openslide" else openslide.ImageSlide(self.path)
+                )
             except Exception as err:  # noqa: BLE001 - any backend failure becomes a named slide error
                 raise SlideError(f"{self.path}: cannot open ({err})") from err
         return self._osr
@@ -194,7 +196,9 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, mpp_fallback: 
     try:
         osr = openslide.OpenSlide(path)
     except Exception as err:  # noqa: BLE001 - truncated / corrupt files fail here
-        raise SlideError(f"{path}: OpenSlide cannot open this {fmt} file, it may be corrupt or truncated ({err})") from err
+        raise SlideError(
+            f"{path}: OpenSlide cannot open this {fmt} file, it may be corrupt or truncated ({err})"
+        ) from err
     try:
         props = dict(osr.properties)
     finally:

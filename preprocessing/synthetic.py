@@ -211,12 +211,16 @@ def _write_tiff(path: Path, renderer: _Renderer, width: int, height: int, mpp: f
 
     comp = None if compression == "none" else compression
     args = {"level": 1} if compression == "zlib" else ({"level": 90} if compression == "jpeg" else None)
-    common = dict(tile=(TILE, TILE), photometric="rgb", compression=comp, compressionargs=args, resolutionunit="CENTIMETER")
+    common = dict(
+        tile=(TILE, TILE), photometric="rgb", compression=comp, compressionargs=args, resolutionunit="CENTIMETER"
+    )
     tmp = path.with_name(f".{path.name}.partial")
     with tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31) as tif:
         tif.write(tiles(), shape=(height, width, 3), dtype=np.uint8, resolution=(res_cm, res_cm), **common)
         for d in downs[1:]:
-            level = small if d == 4 else cv2.resize(small, (-(-width // d), -(-height // d)), interpolation=cv2.INTER_AREA)
+            level = (
+                small if d == 4 else cv2.resize(small, (-(-width // d), -(-height // d)), interpolation=cv2.INTER_AREA)
+            )
             tif.write(level, subfiletype=1, resolution=(res_cm / d, res_cm / d), **common)
     os.replace(tmp, path)
 

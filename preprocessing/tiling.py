@@ -31,7 +31,9 @@ class TilingParams:
 
     def __post_init__(self) -> None:
         if self.target_mpp <= 0 or self.tile_size < 8 or not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"bad tiling parameters {self}: need target_mpp > 0, tile_size >= 8, 0 <= overlap < tile_size")
+            raise ValueError(
+                f"bad tiling parameters {self}: need target_mpp > 0, tile_size >= 8, 0 <= overlap < tile_size"
+            )
         if not 0 <= self.min_tissue <= 1:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
 
@@ -127,5 +129,6 @@ def plan_tiles(
     coords = np.stack([np.rint(x0[keep]), np.rint(y0[keep])], axis=1).astype(np.int64).reshape(-1, 2)
     level = choose_level(tuple(downsamples), scale)
     read_size = max(1, int(round(size0 / downsamples[level])))
-    return TileGrid(coords, frac[keep], params.tile_size, size0, stride0, level, read_size, mpp0, params.target_mpp,
-                    params.overlap)
+    return TileGrid(
+        coords, frac[keep], params.tile_size, size0, stride0, level, read_size, mpp0, params.target_mpp, params.overlap
+    )

@@ -11,8 +11,21 @@ import tifffile
 from acmil.preprocessing.synthetic import generate_cohort
 
 # resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast, deterministic.
-FAST = ["--encoder", "resnet18", "--weights", "random", "--resize", "none", "--tile-size", "64",
-        "--target-mpp", "2.0", "--batch-size", "16", "--no-progress"]
+FAST = [
+    "--encoder",
+    "resnet18",
+    "--weights",
+    "random",
+    "--resize",
+    "none",
+    "--tile-size",
+    "64",
+    "--target-mpp",
+    "2.0",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +43,15 @@ def syn_cohort(tmp_path_factory) -> Path:
 
 def _write_plain_tiff(path: Path, rgb: np.ndarray, mpp: float = 0.5) -> Path:
     res = 1e4 / mpp
-    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="zlib",
-                     resolution=(res, res), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path,
+        rgb,
+        tile=(256, 256),
+        photometric="rgb",
+        compression="zlib",
+        resolution=(res, res),
+        resolutionunit="CENTIMETER",
+    )
     return path
 
 

@@ -38,8 +38,19 @@ def test_convert_all_kinds(tmp_path, capsys):
     (src / "broken.h5").write_bytes(b"not hdf5")
 
     out = tmp_path / "out"
-    code = acmil_main(["convert", str(src), str(tmp_path / "acmil_ref.h5"), "--out", str(out), "--coords",
-                       str(coords_dir), "--encoder", "resnet50_trunc"])
+    code = acmil_main(
+        [
+            "convert",
+            str(src),
+            str(tmp_path / "acmil_ref.h5"),
+            "--out",
+            str(out),
+            "--coords",
+            str(coords_dir),
+            "--encoder",
+            "resnet50_trunc",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "broken.h5" in err and "5 slide(s) written" in err
 
@@ -59,8 +70,22 @@ def test_convert_all_kinds(tmp_path, capsys):
     # existing outputs are kept unless --overwrite
     assert acmil_main(["convert", str(src / "clam_slide.h5"), "--out", str(out)]) == 0
     assert "exists" in capsys.readouterr().err
-    assert acmil_main(["convert", str(src / "clam_slide.h5"), "--out", str(out), "--overwrite",
-                       "--patch-size-level0", "256", "--mpp", "0.25"]) == 0
+    assert (
+        acmil_main(
+            [
+                "convert",
+                str(src / "clam_slide.h5"),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--patch-size-level0",
+                "256",
+                "--mpp",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     again = read_features(out / "clam_slide.h5")
     assert again.coord_attrs["patch_size_level0"] == 256 and again.attrs["mpp_level0"] == 0.25
 

@@ -77,8 +77,13 @@ def test_bad_inputs_are_reported_and_the_rest_completes(shared_slides, syn_cohor
     assert _run(slides, tmp_path / "out", *fast_args, "--workers", "1") == 1
     rows = _manifest(tmp_path / "out")
     assert rows["syn_001_tumour"]["status"] == "ok"
-    expected = {"kidney-48-5": "not a whole-slide image", "notes": "not a slide", "cut": "cut.svs",
-                "blank": "no tissue", "openslide-python-small": "smaller than one tile"}
+    expected = {
+        "kidney-48-5": "not a whole-slide image",
+        "notes": "not a slide",
+        "cut": "cut.svs",
+        "blank": "no tissue",
+        "openslide-python-small": "smaller than one tile",
+    }
     for sid, text in expected.items():
         assert rows[sid]["status"] == "failed" and text in rows[sid]["error"], (sid, rows[sid]["error"])
     files = sorted(p.name for p in (tmp_path / "out" / "features").iterdir())
@@ -153,8 +158,24 @@ def test_config_file_gives_defaults(syn_cohort, tmp_path, fast_args):
     cfg = tmp_path / "pre.yaml"
     cfg.write_text("tile-size: 64\ntarget_mpp: 4.0\nencoder: resnet18\nweights: random\nresize: none\n")
     out = tmp_path / "out"
-    code = acmil_main(["preprocess", "--config", str(cfg), "--slides", str(syn_cohort / "slides"), "--out", str(out),
-                       "--glob", "syn_000*", "--no-progress", "--workers", "0", "--target-mpp", "2.0"])
+    code = acmil_main(
+        [
+            "preprocess",
+            "--config",
+            str(cfg),
+            "--slides",
+            str(syn_cohort / "slides"),
+            "--out",
+            str(out),
+            "--glob",
+            "syn_000*",
+            "--no-progress",
+            "--workers",
+            "0",
+            "--target-mpp",
+            "2.0",
+        ]
+    )
     assert code == 0
     meta = read_meta(out / "features" / "syn_000_normal.h5")
     assert meta.attrs["mpp_target"] == 2.0 and meta.coord_attrs["patch_size"] == 64  # the flag wins over the file

@@ -19,8 +19,21 @@ from acmil.features import read_features
 from acmil.preprocessing.synthetic import generate_cohort
 
 # ~190 tiles of 32 px (64 level-0 px) per slide, 12 batches: long enough to be killed half-way through a slide.
-ARGS = ["--encoder", "resnet18", "--weights", "random", "--resize", "none", "--tile-size", "32", "--target-mpp", "1.0",
-        "--batch-size", "16", "--no-progress"]
+ARGS = [
+    "--encoder",
+    "resnet18",
+    "--weights",
+    "random",
+    "--resize",
+    "none",
+    "--tile-size",
+    "32",
+    "--target-mpp",
+    "1.0",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
 
 
 def _manifest(out: Path) -> dict[str, dict]:
@@ -41,8 +54,19 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path):
     data = tmp_path / "syn"
     generate_cohort(data, 3, seed=11, width=1536, height=1024, workers=1)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "acmil", "preprocess", "--slides", str(data / "slides"), "--out", str(out), *ARGS,
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "preprocess",
+        "--slides",
+        str(data / "slides"),
+        "--out",
+        str(out),
+        *ARGS,
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     feats = out / "features"
@@ -80,13 +104,40 @@ def test_kill9_then_resume_equals_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_two_device_processes_share_the_queue(syn_cohort, tmp_path, fast_args):
     out = tmp_path / "out"
-    code = acmil_main(["preprocess", "--slides", str(syn_cohort / "slides"), "--out", str(out), *fast_args,
-                       "--workers", "0", "--devices", "cpu,cpu"])
+    code = acmil_main(
+        [
+            "preprocess",
+            "--slides",
+            str(syn_cohort / "slides"),
+            "--out",
+            str(out),
+            *fast_args,
+            "--workers",
+            "0",
+            "--devices",
+            "cpu,cpu",
+        ]
+    )
     assert code == 0
     rows = _manifest(out)
     assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"ok"}
     single = tmp_path / "single"
-    assert acmil_main(["preprocess", "--slides", str(syn_cohort / "slides"), "--out", str(single), *fast_args,
-                       "--workers", "0", "--devices", "cpu"]) == 0
+    assert (
+        acmil_main(
+            [
+                "preprocess",
+                "--slides",
+                str(syn_cohort / "slides"),
+                "--out",
+                str(single),
+                *fast_args,
+                "--workers",
+                "0",
+                "--devices",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     for path in sorted((single / "features").glob("*.h5")):
         _same(path, out / "features" / path.name)

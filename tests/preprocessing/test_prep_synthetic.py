@@ -58,8 +58,10 @@ def test_tumour_tiles_look_different(cohort):
     frac = tumour_fraction(mask, grid, 64, down)
     assert (frac == 1).any()
     with openslide.OpenSlide(tum.path) as osr:
+
         def mean_rgb(xy):
             return np.asarray(osr.read_region(tuple(int(v) for v in xy), 0, (64, 64)).convert("RGB")).mean((0, 1))
+
         tumour_px = np.mean([mean_rgb(c) for c in grid[frac == 1][:5]], 0)
         normal_px = np.mean([mean_rgb(c) for c in grid[frac == 0][:5]], 0)
     assert tumour_px[0] < 170 < normal_px[0]  # dark violet vs white background / pink stroma
