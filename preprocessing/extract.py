@@ -142,7 +142,11 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         slide = open_slide(source.path, mpp=source.mpp, mpp_fallback=cfg.mpp_fallback)
         digest = params_hash(cfg, encoder, slide.mpp, source.path.stat().st_size)
         final = out / "features" / f"{source.slide_id}.h5"
-        for stale in final.parent.glob(f".{source.slide_id}.h5.*.partial"):  # left by a killed run
+        leftovers = [
+            *final.parent.glob(f".{source.slide_id}.h5.*.partial"),  # left by a killed run
+            *(out / "qc").glob(f".{source.slide_id}.png.*.partial.png"),
+        ]
+        for stale in leftovers:
             stale.unlink(missing_ok=True)
         if final.exists() and not cfg.overwrite:
             try:
