@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from acmil.atomic import atomic_path
 from acmil.models import create_model
 
 CARD_KEY = "acmil"
@@ -62,16 +63,13 @@ def model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model(path: str | os.PathLike, model: nn.Module, card: ModelCard) -> Path:
     """Write a checkpoint that :func:`load_model` (and the service) read, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
         CARD_KEY: asdict(card),
     }
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def read_card(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> ModelCard:

@@ -6,10 +6,7 @@ final name is always whole; one unreadable feature file becomes an entry in ``er
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from acmil.atomic import atomic_path, write_csv, write_json  # noqa: F401 - re-exported for the analyses
 from acmil.features import SlideFeatures, list_feature_files, read_features
 
 
@@ -96,48 +94,16 @@ def checkpoint_names(
     return out
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
-    path = Path(path)
-    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
-    tmp = _tmp(path)
-    try:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = _tmp(path)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -149,16 +115,6 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def finite_or_none(value: float) -> float | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import BatchLog, iter_slides, run_model, select_slides, write_json
+from ._common import BatchLog, atomic_path, iter_slides, run_model, select_slides, write_json
 
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif")
 
@@ -84,9 +84,8 @@ def heatmaps(
                                        max_size=max_size, cmap=cmap, alpha=alpha,
                                        smoothing_sigma=smoothing_sigma, normalisation=normalisation)
                 target = out / f"{sid}_{name}.png"
-                tmp = out / f".{target.name}.partial"
-                image.save(tmp, format="PNG")
-                os.replace(tmp, target)
+                with atomic_path(target) as tmp:
+                    image.save(tmp, format="PNG")
                 files.append(target.name)
         except Exception as err:  # noqa: BLE001 - one bad slide (unreadable image, bad coords) never stops a batch
             log.errors[sid] = f"{type(err).__name__}: {err}"

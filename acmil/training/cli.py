@@ -23,10 +23,11 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from acmil.atomic import write_csv, write_json
 from acmil.checkpoint import load_model
 
 from .data import FeatureDataModule
-from .metrics import metric_values, predict_dataset, prediction_rows, write_csv
+from .metrics import metric_values, predict_dataset, prediction_rows
 from .module import SELECTION_METRIC, MILModule
 
 DEFAULT_RUN_DIR = "runs/train"
@@ -114,14 +115,8 @@ def evaluate_run(
         )
     fields = ["slide_id", "split", "label", "predicted"] + [f"prob_{c}" for c in names]
     write_csv(run_dir / "predictions.csv", rows, fields)
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def run_training(argv: list[str] | None) -> dict[str, Any] | None:
@@ -199,6 +194,6 @@ def test_main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows([cohort.slide_ids[i] for i in idx], probs, names, [names[t] for t in targets], split)
     write_csv(out / "predictions.csv", rows, ["slide_id", "split", "label", "predicted"] + [f"prob_{c}" for c in names])
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0

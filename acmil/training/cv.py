@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .metrics import METRIC_NAMES, metric_values, write_csv
+from acmil.atomic import write_csv, write_json
+
+from .metrics import METRIC_NAMES, metric_values
 
 DEFAULT_CV_DIR = "runs/cv"
 
@@ -90,9 +91,7 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
         "n_folds": folds,
     }
     write_csv(root / "oof_predictions.csv", oof_rows, fields)
-    tmp = root / ".cv_summary.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, root / "cv_summary.json")
+    write_json(root / "cv_summary.json", summary)
     return summary
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from acmil.atomic import write_json
 from acmil.features import read_features
 
 from .cohort import SPLIT_NAMES, Cohort, DataValidationError, check_split_classes, scan_cohort
@@ -264,12 +265,7 @@ class FeatureDataModule(L.LightningDataModule):
         return record
 
     def write_splits(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.splits_record(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_json(path, self.splits_record())
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -10,12 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from acmil.atomic import write_csv
 from acmil.checkpoint import load_model
 from acmil.features import FeatureFileError, list_feature_files, read_features
 from acmil.inference import predict_bag
 
 from .cohort import read_labels
-from .metrics import prediction_rows, write_csv
+from .metrics import prediction_rows
 
 
 def _parser() -> argparse.ArgumentParser:
