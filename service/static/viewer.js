@@ -144,13 +144,16 @@
   }
 
   function trackLoaded(item, key) {
-    const done = () => { if (item.getFullyLoaded()) document.body.dataset[key] = "1"; };
+    // Only an item still on show may raise the flag: the previous slide's layers go on loading after a switch.
+    const current = () => item === state.overlayItem || item === state.slideItem;
+    const done = () => { if (item.getFullyLoaded() && current()) document.body.dataset[key] = "1"; };
     item.addHandler("fully-loaded-change", done);
     done();
   }
 
   async function loadSlide(slideId) {
     document.body.dataset.state = "loading";
+    state.overlayItem = null; state.slideItem = null;
     delete document.body.dataset.slideLoaded;
     delete document.body.dataset.overlayLoaded;
     setStatus(`Loading ${slideId}…`);
