@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from plain_training import fit_bags
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
@@ -78,18 +79,10 @@ def train_checkpoint(cohort: Cohort, arch: str, path: Path, epochs: int = 25, se
     from acmil.features import read_features
 
     torch.manual_seed(seed)
-    bags = [(torch.from_numpy(read_features(cohort.features / f"{s}.h5").features), torch.tensor([y]))
+    bags = [(torch.from_numpy(read_features(cohort.features / f"{s}.h5").features), y)
             for s, y in cohort.labels.items()]
     model = create_model(arch, in_dim=DIM, n_classes=2, **arch_args)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    model.train()
-    for _ in range(epochs):
-        for j in torch.randperm(len(bags)).tolist():
-            x, y = bags[j]
-            loss = model.compute_loss(model(x[None]), y)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_bags(model, bags, epochs, lr=2e-3, weight_decay=1e-4, shuffle=True)
     card = ModelCard(arch=arch, arch_args=arch_args, in_dim=DIM, class_names=["normal", "tumour"])
     return save_model(path, model, card)
 

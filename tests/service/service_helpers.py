@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from acmil.models import ACMIL
 
+from plain_training import fit_bags
+
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
 
@@ -39,28 +41,11 @@ def grid_coords(n: int, cols: int, patch: int = PATCH) -> np.ndarray:
 
 
 def train_checkpoint(path: Path, seed: int = 0) -> Path:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only spin (60x slower on a busy 2-core box)
-    try:
-        return _train(path, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = ACMIL(DIM, len(CLASSES), n_branches=3, top_k=4, mask_ratio=0.5)
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     bags = [make_bag(rng, i % 2 == 1, int(rng.integers(40, 120))) for i in range(40)]
-    model.train()
-    for _ in range(6):
-        for i, (feats, _) in enumerate(bags):
-            out = model(torch.from_numpy(feats)[None])
-            loss = model.compute_loss(out, torch.tensor([i % 2]))["loss"]
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+    fit_bags(model, [(torch.from_numpy(feats), i % 2) for i, (feats, _) in enumerate(bags)], epochs=6, lr=2e-3)
     card = ModelCard(
         arch="acmil",
         arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5},
