@@ -172,3 +172,26 @@ def test_diversity_is_per_head_like_the_reference():
 def test_hidden_width_must_split_into_heads():
     with pytest.raises(ValueError, match="n_heads=8 must divide the hidden width 12"):
         create_model("acmil_mha", 24, 2, hidden_dim=12)
+
+
+def test_reference_mha_checkpoint_imports_serves_and_keeps_its_recipe(tmp_path, save_like_reference, reference_config):
+    from acmil.checkpoint import load_model
+    from acmil.cli import main as cli_main
+
+    ref = _reference(6)
+    ref_file = save_like_reference(
+        tmp_path / "checkpoint-best.pth", {f"module.{k}": v for k, v in ref.state_dict().items()}, 12,
+        **reference_config, n_class=3, n_token=5, n_masked_patch=10, mask_drop=0.6, arch="mha", D_feat=48,
+        D_inner=32,
+    )
+    out = tmp_path / "mha.ckpt"
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(out), "--classes", "a,b,c"]) == 0
+    loaded = load_model(out)
+    assert loaded.card.arch == "acmil_mha" and loaded.card.extra["epoch"] == 12
+    assert loaded.card.arch_args == {"n_branches": 5, "top_k": 10, "mask_ratio": 0.6, "hidden_dim": 32, "n_heads": 8}
+    x = torch.randn(64, 48)
+    with torch.no_grad():
+        branch, slide, att = ref(x)
+        out_ = loaded.model(x[None])
+    torch.testing.assert_close(out_.logits[0], slide, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_.attention[0], att.mean(1), rtol=1e-5, atol=1e-6)
