@@ -195,3 +195,60 @@ def test_reference_mha_checkpoint_imports_serves_and_keeps_its_recipe(tmp_path, 
         out_ = loaded.model(x[None])
     torch.testing.assert_close(out_.logits[0], slide, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out_.attention[0], att.mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_an_mha_checkpoint_is_served_and_drawn_like_the_gated_one(tmp_path):
+    """``acmil serve`` (a real uvicorn process) answers prediction, per-branch attention and the heatmap."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import numpy as np
+
+    from acmil.checkpoint import ModelCard, save_model
+    from acmil.features import read_features, write_features
+
+    torch.manual_seed(0)
+    model = create_model("acmil_mha", 32, 2, n_branches=3)
+    ckpt = save_model(tmp_path / "mha.ckpt", model, ModelCard("acmil_mha", {"n_branches": 3}, 32, ["normal", "tumour"]))
+    features = tmp_path / "features"
+    features.mkdir()
+    coords = np.array([[x * 256, y * 256] for y in range(4) for x in range(6)], np.int64)
+    write_features(features / "s1.h5", np.random.default_rng(0).normal(size=(24, 32)).astype(np.float32), coords,
+                   coord_attrs={"patch_size_level0": 256, "level0_width": 1536, "level0_height": 1024})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(ckpt), "--features", str(features),
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "acmil serve did not start"
+            time.sleep(0.2)
+        pred = httpx.get(f"{base}/slides/s1/prediction", timeout=30)
+        assert pred.status_code == 200, pred.text
+        mean = httpx.get(f"{base}/slides/s1/attention", timeout=30).json()
+        branch = httpx.get(f"{base}/slides/s1/attention", params={"branch": 2}, timeout=30).json()
+        assert mean["n_branches"] == 3 and len(mean["scores"]) == 24 and len(branch["scores"]) == 24
+        png = httpx.get(f"{base}/slides/s1/heatmap.png", params={"max_size": 128}, timeout=30)
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+    with torch.no_grad():
+        att = model.eval()(torch.from_numpy(read_features(features / "s1.h5").features)[None]).attention[0]
+    np.testing.assert_allclose(mean["scores"], att.mean(0).numpy(), rtol=1e-4, atol=1e-6)
