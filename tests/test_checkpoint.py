@@ -136,6 +136,19 @@ def test_a_pickle_payload_never_runs(tmp_path, capsys):
     assert "evil.ckpt" in err and "evil_ref.pth" in err
     assert not marker.exists(), "a pickled os.system ran"
     assert not (tmp_path / "o.ckpt").exists()
+    # and the server itself, started on it, refuses to start without running it
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    served = subprocess.run(
+        [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(evil), "--features", str(feats), "--port", port],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "evil.ckpt: refused" in served.stderr and not marker.exists()
 
 
 def test_save_and_load_round_trip(tmp_path):
