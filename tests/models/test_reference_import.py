@@ -114,3 +114,18 @@ def test_a_saved_config_that_contradicts_the_weights_is_refused(tmp_path, save_l
     ref_file = save_like_reference(tmp_path / "r.pth", _reference(5).state_dict(), 1, n_class=2, n_token=5)
     assert cli_main(["import-checkpoint", str(ref_file), "--out", str(tmp_path / "x.ckpt")]) == 1
     assert "the saved config says n_class=2 but the weights have 3" in capsys.readouterr().err
+
+
+def test_import_never_imports_the_reference_code_even_when_it_is_on_the_path(
+    tmp_path, monkeypatch, save_like_reference
+):
+    """Run from inside the reference repository, ``utils.utils`` would import wandb (and anything else)."""
+    ref_file = save_like_reference(tmp_path / "r.pth", _reference(7).state_dict(), 2, n_class=3, n_token=5)
+    repo = tmp_path / "ACMIL"
+    (repo / "utils").mkdir(parents=True)
+    (repo / "utils" / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (repo / "utils" / "utils.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport wandb\n")
+    monkeypatch.syspath_prepend(str(repo))
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(tmp_path / "m.ckpt")]) == 0
+    assert not marker.exists() and load_model(tmp_path / "m.ckpt").card.extra["epoch"] == 2
