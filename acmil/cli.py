@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "test": ("acmil.training.cli", "test_main", "evaluate a checkpoint on a labelled split (LightningCLI)"),
     "cv": ("acmil.training.cv", "main", "K-fold cross-validation, stratified and grouped by case"),
     "predict": ("acmil.training.predict", "main", "predict slides from feature files into a CSV"),
-    "import-checkpoint": ("acmil.reference", "main", "convert a reference ACMIL_GA .pth into a checkpoint"),
+    "import-checkpoint": ("acmil.reference", "main", "convert a reference ACMIL (GA or MHA) .pth into a checkpoint"),
     "preprocess": ("acmil.preprocessing.cli", "main", "slides -> tissue -> tiles -> features (.h5)"),
     "convert": ("acmil.preprocessing.convert", "main", "convert CLAM / TRIDENT / ACMIL feature files to format 1"),
     "serve": ("acmil.service.cli", "main", "serve predictions, heatmaps and the slide viewer"),

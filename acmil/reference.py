@@ -1,4 +1,12 @@
-"""``acmil import-checkpoint``: turn a checkpoint of the public ACMIL code (class ``ACMIL_GA``) into ours."""
+"""``acmil import-checkpoint``: turn a checkpoint of the public ACMIL code (``ACMIL_GA`` or ``ACMIL_MHA``) into ours.
+
+The reference's training script saves ``{'model': state_dict, 'optimizer': ..., 'epoch': int, 'config':
+Struct}`` where ``config`` is a pickled ``utils.utils.Struct``. The file is read with a restricted
+unpickler (:mod:`acmil.restricted_unpickle`): nothing it names is imported or run, so neither the reference
+code nor wandb is needed and a crafted file cannot execute code. The architecture is recognised from the
+weights; masking (``n_masked_patch``, ``mask_drop``), the branch count (``n_token``) and the class count
+(``n_class``) come from the saved config when it is there, and the saved epoch goes into the model card.
+"""
 
 from __future__ import annotations
 
@@ -6,67 +14,136 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+DEFAULT_TOP_K, DEFAULT_MASK_RATIO = 10, 0.6  # the paper's recipe, for files saved without a config
+_STATE_KEYS = ("model", "state_dict", "model_state_dict")
+
 
 def _extract_state_dict(obj: Any, path: Path) -> dict:
     """The reference saves ``{'model': state_dict, 'optimizer': ..., ...}``; plain state dicts also occur."""
     if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_state_dict"):
+        for key in _STATE_KEYS:
             if isinstance(obj.get(key), dict):
                 return obj[key]
-        if any(k.endswith("dimreduction.fc1.weight") for k in obj):
+        if any(str(k).endswith("dimreduction.fc1.weight") for k in obj):
             return obj
-    raise ValueError(f"{path}: no ACMIL_GA state dict found (expected keys such as 'dimreduction.fc1.weight')")
+    raise ValueError(
+        f"{path}: no ACMIL_GA or ACMIL_MHA state dict found (expected keys such as 'dimreduction.fc1.weight')"
+    )
+
+
+def _scalar_config(config: Any) -> dict[str, Any]:
+    """The saved config's plain fields (numbers, strings, booleans, None, short lists of them)."""
+    from acmil.restricted_unpickle import plain
+
+    data = plain(config)
+    if not isinstance(data, dict):
+        return {}
+    ok = (str, int, float, bool, type(None))
+    return {
+        str(k): (list(v) if isinstance(v, tuple) else v) for k, v in data.items()
+        if not str(k).startswith("__") and (isinstance(v, ok) or (isinstance(v, (list, tuple)) and len(v) <= 64
+                                                                 and all(isinstance(x, ok) for x in v)))
+    }
+
+
+def read_reference(path: str | Path) -> tuple[dict, dict[str, Any], int | None]:
+    """(state dict, saved config as plain data, saved epoch) of a reference checkpoint, running nothing in it."""
+    import torch
+
+    from acmil.restricted_unpickle import torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: reference checkpoint not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not a checkpoint (an empty file)")
+    try:
+        obj = torch_load(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot read checkpoint ({reason})") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(obj).__name__}, not a dict)")
+    state = _extract_state_dict(obj, path)
+    bad = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: the state dict holds non-tensors ({bad[:3]})")
+    config = _scalar_config(obj.get("config")) if obj.get("config") is not None else {}
+    epoch = obj.get("epoch")
+    return state, config, epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def _pick(explicit: Any, config: dict[str, Any], key: str, default: Any) -> Any:
+    """An explicit argument, else the saved config's value, else the default."""
+    if explicit is not None:
+        return explicit
+    return config[key] if config.get(key) is not None else default
 
 
 def import_reference(
     ref_path: str | Path,
     out_path: str | Path,
     class_names: list[str] | None = None,
-    top_k: int = 10,
-    mask_ratio: float = 0.6,
+    top_k: int | None = None,
+    mask_ratio: float | None = None,
     encoder: dict[str, Any] | None = None,
 ) -> Path:
-    """Convert a reference ``ACMIL_GA`` checkpoint into a checkpoint this project trains on and serves."""
-    import torch
+    """Convert a reference ``ACMIL_GA`` / ``ACMIL_MHA`` checkpoint into one this project trains on and serves.
 
+    ``top_k`` / ``mask_ratio`` (training-time masking) default to the saved config's ``n_masked_patch`` /
+    ``mask_drop``, else to 10 / 0.6.
+    """
     from acmil.checkpoint import ModelCard, save_model
-    from acmil.models import ACMIL
+    from acmil.models import ACMIL, ACMILMHA
 
     ref_path = Path(ref_path)
-    if not ref_path.is_file():
-        raise FileNotFoundError(f"{ref_path}: reference checkpoint not found")
+    state, config, epoch = read_reference(ref_path)
+    top_k = int(_pick(top_k, config, "n_masked_patch", DEFAULT_TOP_K))
+    mask_ratio = float(_pick(mask_ratio, config, "mask_drop", DEFAULT_MASK_RATIO))
+    keys = {k.removeprefix("module.") for k in state}
+    is_mha = "sub_attention.0.q_proj.weight" in keys
     try:
-        obj = torch.load(ref_path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise ValueError(f"{ref_path}: cannot read checkpoint ({err})") from err
-    try:
-        model = ACMIL.from_reference_state_dict(_extract_state_dict(obj, ref_path), top_k=top_k, mask_ratio=mask_ratio)
+        if is_mha:
+            model = ACMILMHA.from_reference_state_dict(state, top_k=top_k, mask_ratio=mask_ratio)
+        else:
+            model = ACMIL.from_reference_state_dict(state, top_k=top_k, mask_ratio=mask_ratio)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"{ref_path}: {err}") from err
+    for key, ours in (("n_token", model.n_branches), ("n_class", model.n_classes), ("D_feat", model.in_dim),
+                      ("D_inner", model.hidden_dim)):
+        if isinstance(config.get(key), int) and config[key] != ours:
+            raise ValueError(f"{ref_path}: the saved config says {key}={config[key]} but the weights have {ours}")
     names = class_names or [f"class_{i}" for i in range(model.n_classes)]
     if len(names) != model.n_classes:
         raise ValueError(f"{ref_path}: the model has {model.n_classes} classes but {len(names)} names were given")
+    args: dict[str, Any] = {
+        "n_branches": model.n_branches, "top_k": top_k, "mask_ratio": mask_ratio, "hidden_dim": model.hidden_dim,
+    }
+    if is_mha:
+        args.update(n_heads=model.n_heads)
+    else:
+        args.update(attn_dim=model.attention.attention_V[0].out_features)
+    extra: dict[str, Any] = {"imported_from": ref_path.name, "reference_arch": "ACMIL_MHA" if is_mha else "ACMIL_GA"}
+    if epoch is not None:
+        extra["epoch"] = epoch
+    if config:
+        extra["reference_config"] = config
     card = ModelCard(
-        arch="acmil",
-        arch_args={
-            "n_branches": model.n_branches, "top_k": top_k, "mask_ratio": mask_ratio,
-            "hidden_dim": model.hidden_dim, "attn_dim": model.attention.attention_V[0].out_features,
-        },
-        in_dim=model.in_dim,
-        class_names=list(names),
-        encoder=encoder or {},
-        extra={"imported_from": str(ref_path)},
+        arch="acmil_mha" if is_mha else "acmil", arch_args=args, in_dim=model.in_dim, class_names=list(names),
+        encoder=encoder or {}, extra=extra,
     )
     return save_model(out_path, model, card)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acmil import-checkpoint", description=__doc__)
+    parser = argparse.ArgumentParser(prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0])
     parser.add_argument("reference", type=Path, help="checkpoint (.pth) saved by the reference ACMIL code")
     parser.add_argument("--out", type=Path, required=True, help="where to write the converted checkpoint")
     parser.add_argument("--classes", help="comma-separated class names in index order (default class_0, ...)")
-    parser.add_argument("--top-k", type=int, default=10, help="masking candidates (training only)")
-    parser.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction (training only)")
+    parser.add_argument("--top-k", type=int, help="masking candidates, training only (default: the saved "
+                        f"config's n_masked_patch, else {DEFAULT_TOP_K})")
+    parser.add_argument("--mask-ratio", type=float, help="masked fraction, training only (default: the saved "
+                        f"config's mask_drop, else {DEFAULT_MASK_RATIO})")
     parser.add_argument("--encoder", help="timm name of the encoder that made the features (recorded)")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.classes.split(",")] if args.classes else None

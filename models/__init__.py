@@ -8,11 +8,13 @@ from torch import nn
 
 from .abmil import ABMIL
 from .acmil import ACMIL, acmil_loss, diversity_loss
+from .acmil_mha import ACMILMHA
 from .baselines import MaxPoolMIL, MeanPoolMIL
 from .output import MILOutput
 
 MODELS: dict[str, type[nn.Module]] = {
     "acmil": ACMIL,
+    "acmil_mha": ACMILMHA,
     "abmil": ABMIL,
     "mean": MeanPoolMIL,
     "max": MaxPoolMIL,
@@ -29,6 +31,6 @@ def create_model(name: str, in_dim: int, n_classes: int, **kwargs: Any) -> nn.Mo
 
 
 __all__ = [
-    "ABMIL", "ACMIL", "MODELS", "MILOutput", "MaxPoolMIL", "MeanPoolMIL",
+    "ABMIL", "ACMIL", "ACMILMHA", "MODELS", "MILOutput", "MaxPoolMIL", "MeanPoolMIL",
     "acmil_loss", "create_model", "diversity_loss",
 ]

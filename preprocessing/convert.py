@@ -1,61 +1,67 @@
-"""``acmil convert``: CLAM, TRIDENT and ACMIL-reference feature files -> format-1 files (one per slide).
+"""``acmil convert``: CLAM, TRIDENT and ACMIL-reference feature files -> format-1 files (one per slide), and back.
 
-    acmil convert INPUT [INPUT ...] --out DIR [--encoder NAME] [--patch-size-level0 N] [--mpp X]
-                  [--coords DIR] [--overwrite]
+    acmil convert INPUT [INPUT ...] --out DIR [--to acmil|trident|clam] [--encoder NAME]
+                  [--patch-size-level0 N] [--mpp X] [--slides DIR] [--coords DIR] [--overwrite]
 
-INPUT is a file or a folder (its ``*.h5`` / ``*.pt``, not recursive). Recognised:
+INPUT is a file or a folder (its ``*.h5`` / ``*.pt``, not recursive; CLAM's ``feat_dir`` is recognised by
+its ``h5_files/`` and ``pt_files/`` and read from ``h5_files/``). Recognised:
 
-- CLAM ``.h5`` (``features`` + ``coords``, no attributes): the patch size is taken from ``--patch-size-level0``
-  or inferred from the coordinate grid (recorded as inferred).
-- CLAM ``.pt`` (a features tensor only): coordinates come from the same-named ``.h5`` in ``--coords`` (CLAM's
-  patch files, ``coords`` dataset with ``patch_size``/``patch_level`` attributes).
-- TRIDENT ``.h5`` (``features`` + ``coords`` with TRIDENT attributes): attributes are kept.
-- The ACMIL reference's one file per dataset (``/<slide_id>/feat``, ``/<slide_id>/coords``): one output per slide.
+- CLAM ``.h5`` (``features`` + ``coords``, no attributes) and ``.pt`` (a features tensor): the patch size and
+  level-0 geometry come from CLAM's patch file in ``--coords`` (``patches/<slide>.h5``: ``patch_size`` at
+  ``patch_level`` times that level's ``downsample``), else from ``--patch-size-level0``; only as a last
+  resort are they inferred from the coordinate grid, which is wrong when CLAM ran with ``--step_size``
+  below ``--patch_size`` (recorded as inferred, and said).
+- TRIDENT ``.h5``: attributes are kept, the encoder name included.
+- The ACMIL reference's one file per dataset (``/<slide_id>/feat``): one output per slide, and the
+  per-slide ``label`` attributes as ``labels.csv`` beside the outputs.
 
-Every output records ``converted_from`` (kind and file). Existing outputs are kept unless ``--overwrite``. Exit code 0
-only when every input converted.
+µm/px is recorded from ``--mpp``, or from the slide itself when ``--slides`` holds it. Every output records
+``converted_from`` (kind and file). Existing outputs are kept unless ``--overwrite``. ``--to trident|clam``
+writes the other way (see :mod:`acmil.preprocessing.convert_export`). Exit code 0 only when every input
+converted and at least one slide was written or already there.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
+from typing import Any
 
-import h5py
 import numpy as np
 
-from acmil.features import FeatureFileError, SlideFeatures, infer_patch_size, read_features, read_meta, write_features
+from acmil.atomic import write_csv
+from acmil.features import FeatureFileError, SlideFeatures, infer_patch_size, write_features
+
+from .convert_export import TARGETS, export
+from .convert_readers import Converted, EmptySlide, read_clam_pt, read_h5
+
+LABELS_FILE = "labels.csv"
 
 
-def _reference_slides(path: Path) -> list[str] | None:
-    """Slide ids of an ACMIL reference file, or None for a one-slide file."""
-    with h5py.File(path, "r") as h5:
-        if "features" in h5:
-            return None
-        return [k for k in h5.keys() if isinstance(h5[k], h5py.Group) and "feat" in h5[k]]
+def _note(message: str) -> None:
+    print(f"convert: {message}", file=sys.stderr)
 
 
-def _load_pt(path: Path, coords_dir: Path | None) -> SlideFeatures:
-    import torch
+def _slide_mpp(slides_dir: Path | None, slide_id: str) -> float | None:
+    """µm per level-0 pixel of ``slides_dir/<slide_id>.*``, when that slide is there and says it."""
+    if slides_dir is None:
+        return None
+    from .discover import SLIDE_EXTENSIONS
+    from .slide import SlideError, open_slide
 
-    try:
-        feats = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise FeatureFileError(f"{path}: cannot read a features tensor ({err})") from err
-    if not isinstance(feats, torch.Tensor) or feats.ndim != 2:
-        raise FeatureFileError(f"{path}: expected a 2-D features tensor (N, D)")
-    if coords_dir is None:
-        raise FeatureFileError(f"{path}: a .pt file has no coordinates; give CLAM's patch .h5 folder with --coords")
-    h5_path = coords_dir / f"{path.stem}.h5"
-    if not h5_path.is_file():
-        raise FeatureFileError(f"{path}: no coordinates file {h5_path}")
-    with h5py.File(h5_path, "r") as h5:
-        coords = np.asarray(h5["coords"][()], dtype=np.int64)
-        cattrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5["coords"].attrs.items()}
-    if coords.shape[0] != feats.shape[0]:
-        raise FeatureFileError(f"{path}: {feats.shape[0]} features but {coords.shape[0]} coords in {h5_path}")
-    return SlideFeatures(path.stem, feats.float().numpy(), coords, {}, cattrs)
+    if not slides_dir.is_dir():
+        raise FeatureFileError(f"{slides_dir}: slides folder not found")
+    for path in sorted(slides_dir.iterdir()):  # no glob: slide ids may hold glob metacharacters
+        if path.stem != slide_id or path.suffix.lower() not in SLIDE_EXTENSIONS:
+            continue
+        try:
+            with open_slide(path) as slide:
+                return float(slide.mpp)
+        except (SlideError, OSError) as err:
+            _note(f"{slide_id}: no µm/px from {path} ({err})")
+    return None
 
 
 def convert_one(
@@ -71,71 +77,124 @@ def convert_one(
     cattrs = dict(sf.coord_attrs)
     if patch_size_level0 is not None:
         cattrs["patch_size_level0"] = int(patch_size_level0)
+        cattrs.pop("patch_size_level0_inferred", None)
     elif "patch_size_level0" not in cattrs:
-        size = cattrs.get("patch_size")
-        level_ds = 2 ** int(cattrs.get("patch_level", 0)) if "patch_level" in cattrs else None  # CLAM patches
-        inferred = int(size) * level_ds if size and level_ds else infer_patch_size(sf.coords)
+        inferred = infer_patch_size(sf.coords)
         if inferred is not None:
             cattrs["patch_size_level0"] = int(inferred)
             cattrs["patch_size_level0_inferred"] = True
+            _note(
+                f"{sf.slide_id}: patch size {inferred} px inferred from the coordinate grid (the grid step: wrong "
+                "if patches overlapped); give --coords CLAM_RESULTS/patches or --patch-size-level0 to be sure"
+            )
     cattrs.setdefault("name", sf.slide_id)
-    attrs = {
+    attrs: dict[str, Any] = {
         "slide_id": sf.slide_id,
         "encoder": encoder or sf.attrs.get("encoder") or cattrs.get("encoder") or "unknown",
         "encoder_weights": sf.attrs.get("encoder_weights", "unknown"),
         "converted_from": {"kind": kind, "file": source.name},
     }
-    if mpp is not None or "mpp_level0" in sf.attrs:
-        attrs["mpp_level0"] = float(mpp if mpp is not None else sf.attrs["mpp_level0"])
+    if mpp is None and sf.attrs.get("mpp_level0") not in (None, ""):
+        mpp = float(sf.attrs["mpp_level0"])
+    if mpp is not None:
+        attrs["mpp_level0"] = float(mpp)
+        l0, target = cattrs.get("level0_magnification"), cattrs.get("target_magnification")
+        if l0 and target:  # TRIDENT: tiles were read at level0_mag / target_mag times the level-0 µm/px
+            attrs["mpp_target"] = float(mpp) * float(l0) / float(target)
     return write_features(out_dir / f"{sf.slide_id}.h5", sf.features.astype(np.float32), sf.coords, attrs, cattrs)
 
 
-def _inputs(paths: list[Path]) -> list[Path]:
+def _inputs(paths: list[Path], failures: list[str]) -> list[Path]:
+    """The files to read; CLAM's feat_dir resolves to its h5_files/ (pt_files/ holds the same features)."""
     files: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix in (".h5", ".pt") and not q.name.startswith("."))
-        else:
+        if not p.is_dir():
             files.append(p)
+            continue
+        found = sorted(q for q in p.iterdir() if q.suffix in (".h5", ".pt") and q.is_file() and q.name[0] != ".")
+        if not found:
+            for sub in ("h5_files", "pt_files"):  # CLAM's extract_features_fp.py feat_dir
+                if (p / sub).is_dir():
+                    _note(f"{p}: CLAM feature folder, reading {p / sub}")
+                    found = sorted(q for q in (p / sub).iterdir() if q.suffix in (".h5", ".pt") and q.name[0] != ".")
+                    break
+        if not found:
+            failures.append(f"{p}: nothing to convert (no .h5 or .pt files, nor CLAM's h5_files/ or pt_files/)")
+        files += found
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil convert", description=__doc__.split("\n\n")[0])
+def _read(path: Path, coords_dir: Path | None) -> list[Converted]:
+    if not path.is_file():
+        raise FeatureFileError(f"{path}: not found")
+    return [read_clam_pt(path, coords_dir)] if path.suffix == ".pt" else read_h5(path, coords_dir)
+
+
+def write_labels(out_dir: Path, labels: dict[str, Any]) -> Path:
+    """``labels.csv`` (slide_id, label) beside the outputs, keeping the rows of other slides already there."""
+    path = out_dir / LABELS_FILE
+    rows: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = {r["slide_id"]: r for r in csv.DictReader(f) if r.get("slide_id")}
+    for sid, label in labels.items():
+        rows[sid] = {**rows.get(sid, {}), "slide_id": sid, "label": label}
+    fields = list(dict.fromkeys(["slide_id", "label", *(k for r in rows.values() for k in r)]))
+    return write_csv(path, [rows[s] for s in sorted(rows)], fields)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acmil convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("inputs", nargs="+", type=Path, help="feature files or folders of them")
-    p.add_argument("--out", required=True, type=Path, help="output folder for <slide_id>.h5")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--to", choices=("acmil", *TARGETS), default="acmil",
+                   help="layout to write: acmil (format 1, default), trident, or clam (h5_files/, pt_files/, patches/)")
     p.add_argument("--encoder", help="encoder name to record (e.g. resnet50_trunc for CLAM's default)")
     p.add_argument("--patch-size-level0", type=int, help="patch side in level-0 px (else from attributes / grid)")
     p.add_argument("--mpp", type=float, help="µm per level-0 pixel to record")
-    p.add_argument("--coords", type=Path, help="folder of CLAM patch .h5 files (coordinates for .pt inputs)")
+    p.add_argument("--slides", type=Path, help="folder of the slides: µm/px is read from <slide_id>.* there")
+    p.add_argument("--coords", type=Path, help="folder of CLAM patch .h5 files (CLAM_RESULTS/patches)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    n_ok, failures = 0, []
-    for path in _inputs(args.inputs):
+    n_ok, n_kept, failures, labels = 0, 0, [], {}
+    for path in _inputs(args.inputs, failures):
         try:
-            if not path.is_file():
-                raise FeatureFileError(f"{path}: not found")
-            if path.suffix == ".pt":
-                items = [(_load_pt(path, args.coords), "clam_pt")]
-            else:
-                try:
-                    ids = _reference_slides(path)
-                except OSError as err:
-                    raise FeatureFileError(f"{path}: not a readable HDF5 file ({err})") from err
-                if ids == []:
-                    raise FeatureFileError(f"{path}: no 'features' dataset nor '/<slide>/feat' groups")
-                items = [(read_features(path, sid), read_meta(path, sid).kind) for sid in (ids or [None])]
-            for sf, kind in items:
-                target = args.out / f"{sf.slide_id}.h5"
-                if target.exists() and not args.overwrite:
-                    print(f"skip {sf.slide_id}: {target} exists (--overwrite to replace)", file=sys.stderr)
-                    continue
-                convert_one(sf, kind, path, args.out, args.encoder, args.patch_size_level0, args.mpp)
-                n_ok += 1
+            items = _read(path, args.coords)
+        except EmptySlide as err:
+            _note(f"skip {err}")
+            continue
         except (FeatureFileError, OSError, KeyError, ValueError) as err:
             failures.append(f"{path}: {err}" if str(path) not in str(err) else str(err))
-    print(f"convert: {n_ok} slide(s) written to {args.out}, {len(failures)} input(s) failed", file=sys.stderr)
+            continue
+        for item in items:
+            sf = item.slide
+            try:
+                if item.label is not None:
+                    labels[sf.slide_id] = item.label
+                if args.to != "acmil":
+                    export(sf, args.to, args.out)
+                    n_ok += 1
+                    continue
+                target = args.out / f"{sf.slide_id}.h5"
+                if target.exists() and not args.overwrite:
+                    _note(f"skip {sf.slide_id}: {target} exists (--overwrite to replace)")
+                    n_kept += 1
+                    continue
+                mpp = args.mpp if args.mpp is not None else _slide_mpp(args.slides, sf.slide_id)
+                convert_one(sf, item.kind, path, args.out, args.encoder, args.patch_size_level0, mpp)
+                n_ok += 1
+            except (FeatureFileError, OSError, KeyError, ValueError) as err:
+                failures.append(f"{path} ({sf.slide_id}): {err}")
+    if labels:
+        _note(f"{len(labels)} slide label(s) written to {write_labels(args.out, labels)}")
+    if n_ok == 0 and n_kept == 0:
+        failures.append("nothing converted")
+    _note(f"{n_ok} slide(s) written to {args.out}, {len(failures)} input(s) failed")
     for msg in failures:
         print(f"  FAILED {msg}", file=sys.stderr)
     return 0 if not failures else 1

@@ -2,6 +2,7 @@
 
 from .gated_attention import GatedAttention
 from .masked_softmax import masked_softmax
+from .multihead_attention import MultiHeadPool, QueryScores, split_heads
 from .topk_masking import stochastic_topk_mask
 
-__all__ = ["GatedAttention", "masked_softmax", "stochastic_topk_mask"]
+__all__ = ["GatedAttention", "MultiHeadPool", "QueryScores", "masked_softmax", "split_heads", "stochastic_topk_mask"]

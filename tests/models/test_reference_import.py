@@ -85,3 +85,47 @@ def test_import_checkpoint_rejects_other_files(tmp_path, capsys):
     assert cli_main(["import-checkpoint", str(bad), "--out", str(tmp_path / "x.ckpt")]) == 1
     assert "other.pth" in capsys.readouterr().err
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_a_checkpoint_saved_by_the_reference_script_imports_without_its_code(
+    tmp_path, save_like_reference, reference_config
+):
+    """The config is a pickled ``utils.utils.Struct``: no reference code, no wandb; masking, branches, classes
+    and the epoch come from it."""
+    ref = _reference(4)
+    ref_file = save_like_reference(
+        tmp_path / "checkpoint-last.pth", ref.state_dict(), 37,
+        **reference_config, n_class=3, n_token=5, n_masked_patch=8, mask_drop=0.5, arch="ga", D_feat=48, D_inner=24,
+    )
+    out = tmp_path / "model.ckpt"
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(out)]) == 0
+    card = load_model(out).card
+    assert card.arch == "acmil" and card.class_names == ["class_0", "class_1", "class_2"]
+    assert card.arch_args["n_branches"] == 5 and card.arch_args["top_k"] == 8 and card.arch_args["mask_ratio"] == 0.5
+    assert card.extra["epoch"] == 37 and card.extra["reference_config"]["pretrain"] == "medical_ssl"
+    x = torch.randn(20, 48)
+    torch.testing.assert_close(load_model(out).model(x[None]).logits[0], ref(x)[1], rtol=1e-5, atol=1e-5)
+    # an explicit flag wins over the saved config
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(out), "--top-k", "3"]) == 0
+    assert load_model(out).card.arch_args["top_k"] == 3
+
+
+def test_a_saved_config_that_contradicts_the_weights_is_refused(tmp_path, save_like_reference, capsys):
+    ref_file = save_like_reference(tmp_path / "r.pth", _reference(5).state_dict(), 1, n_class=2, n_token=5)
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(tmp_path / "x.ckpt")]) == 1
+    assert "the saved config says n_class=2 but the weights have 3" in capsys.readouterr().err
+
+
+def test_import_never_imports_the_reference_code_even_when_it_is_on_the_path(
+    tmp_path, monkeypatch, save_like_reference
+):
+    """Run from inside the reference repository, ``utils.utils`` would import wandb (and anything else)."""
+    ref_file = save_like_reference(tmp_path / "r.pth", _reference(7).state_dict(), 2, n_class=3, n_token=5)
+    repo = tmp_path / "ACMIL"
+    (repo / "utils").mkdir(parents=True)
+    (repo / "utils" / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (repo / "utils" / "utils.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport wandb\n")
+    monkeypatch.syspath_prepend(str(repo))
+    assert cli_main(["import-checkpoint", str(ref_file), "--out", str(tmp_path / "m.ckpt")]) == 0
+    assert not marker.exists() and load_model(tmp_path / "m.ckpt").card.extra["epoch"] == 2
