@@ -132,3 +132,23 @@ def test_bad_inputs_are_named() -> None:
         check_inputs(np.full((2, 2), np.nan), np.zeros(2))
     with pytest.raises(ValueError, match="0..1"):
         check_inputs(np.ones((2, 2)) / 2, np.array([0, 5]))
+
+
+def test_roc_and_pr_grids_read_the_step_curves() -> None:
+    from acmil.evaluation.curves import GRID, on_grid, pr_points, roc_points
+
+    scores, positive = np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False])
+    tpr = on_grid("roc", roc_points(scores, positive))  # steps: (0, .5) (.5, .5) (.5, 1) (1, 1)
+    assert tpr[GRID < 0.5] == pytest.approx(0.5) and tpr[GRID >= 0.5] == pytest.approx(1.0)
+    precision = on_grid("pr", pr_points(scores, positive))  # recall .5 at precision 1, recall 1 at 2/3
+    assert precision[GRID <= 0.5] == pytest.approx(1.0) and precision[GRID > 0.5] == pytest.approx(2 / 3)
+
+
+def test_bootstrap_band_holds_the_curve() -> None:
+    from acmil.evaluation.curves import class_curves
+
+    probs, targets = _random_task(300, 2, 10)
+    band = class_curves(probs, targets, ["a", "b"], bootstrap_indices(300, 200, seed=0), "roc")[0]
+    assert np.trapezoid(band.y, band.x) == pytest.approx(band.area, abs=0.01)  # the grid curve's area is the AUC
+    assert np.mean((band.low <= band.y) & (band.y <= band.high)) > 0.95
+    assert np.mean(band.high - band.low) < 0.25
