@@ -25,7 +25,13 @@ from .summary import json_safe
 
 
 def align(a: PredictionSet, b: PredictionSet) -> tuple[PredictionSet, PredictionSet, dict[str, int]]:
-    """Both sets restricted to their shared slides (in A's order); refuses different labels or classes."""
+    """Both sets restricted to their shared slides (in A's order) and B's columns in A's class order; refuses
+    different labels or classes."""
+    if a.class_names != b.class_names and sorted(a.class_names) == sorted(b.class_names):
+        order = [b.class_names.index(c) for c in a.class_names]
+        remap = np.argsort(order)  # B's class index -> A's
+        b = PredictionSet(b.source, b.split, b.slide_ids, remap[b.targets], b.probs[:, order], a.class_names,
+                          b.case_ids)
     if a.class_names != b.class_names:
         raise ValueError(f"{a.source} has classes {a.class_names}, {b.source} has {b.class_names}")
     in_b, a_all = set(b.slide_ids), set(a.slide_ids)

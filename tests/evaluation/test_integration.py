@@ -88,3 +88,18 @@ def test_cli_help_stays_light() -> None:
     assert "compare" in out and "report" in out and "calibrate" in out
     assert out.strip().endswith("[]")
     assert np.isfinite(0.0)
+
+
+def test_compare_aligns_class_columns_by_name(tmp_path: Path) -> None:
+    from acmil.evaluation.compare import align
+
+    rows = [("s1", "x", 0.9), ("s2", "y", 0.3), ("s3", "x", 0.6), ("s4", "y", 0.2)]
+    for name, cols in (("a.csv", ("x", "y")), ("b.csv", ("y", "x"))):
+        lines = [f"slide_id,label,predicted,prob_{cols[0]},prob_{cols[1]}"]
+        for sid, label, px in rows:
+            p = {"x": px, "y": 1 - px}
+            lines.append(f"{sid},{label},x,{p[cols[0]]},{p[cols[1]]}")
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    a, b, counts = align(load_predictions(tmp_path / "a.csv"), load_predictions(tmp_path / "b.csv"))
+    assert b.class_names == ["x", "y"] and b.probs == pytest.approx(a.probs) and (b.targets == a.targets).all()
+    assert counts == {"shared": 4, "only_a": 0, "only_b": 0}
