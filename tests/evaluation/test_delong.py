@@ -73,3 +73,14 @@ def test_identical_models_give_no_difference() -> None:
 def test_too_few_slides_of_a_class_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="at least 2 positive and 2 negative"):
         delong_test(SCORES_A[:4], SCORES_B[:4], np.array([1, 0, 0, 0], dtype=bool))
+
+
+def test_delong_interval_of_a_published_example() -> None:
+    # The pAUC package's README (https://pypi.org/project/pauc/0.1.7/, DeLong's method) prints, for these
+    # 12 slides, "AUC: 0.708, 95% CI: (0.378, 1.000)" (its upper bound clipped at 1).
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1], dtype=bool)
+    scores = np.array([0.1, 0.35, 0.24, 0.8, 0.2, 0.85, 0.13, 0.85, 0.74, 0.58, 0.71, 0.25])
+    aucs, cov = delong_covariance(scores, y)
+    half = norm.ppf(0.975) * np.sqrt(cov[0, 0])
+    assert round(aucs[0], 3) == 0.708
+    assert round(aucs[0] - half, 3) == 0.378 and aucs[0] + half > 1.0
