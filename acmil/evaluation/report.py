@@ -77,14 +77,21 @@ def _split_html(name: str, s: dict[str, Any], fig_dir: str) -> str:
             + _table(["measure", "value"], cal_rows) + f'<div class="figs">{images}</div>')
 
 
+def _with_ci(split: dict[str, Any], name: str) -> str:
+    """'value [low, high]' from a metrics.json split (the CI when ``acmil.evaluation.summarise`` added one)."""
+    ci = ((split.get("ci") or {}).get("metrics") or {}).get(name)
+    value = _f(split.get(name))
+    return f"{value} [{_f(ci['low'])}, {_f(ci['high'])}]" if ci else value
+
+
 def _folds_html(cv_summary: dict[str, Any]) -> str:
-    rows = [[str(f["fold"])] + [_f((f.get("test") or {}).get(m)) for m in METRIC_NAMES]
+    rows = [[str(f["fold"])] + [_with_ci(f.get("test") or {}, m) for m in METRIC_NAMES]
             for f in cv_summary.get("folds", [])]
     means = cv_summary.get("metrics", {})
     rows.append(["mean ± std"] + [f"{_f(means[m]['mean'])} ± {_f(means[m]['std'])}" if m in means else "n/a"
                                   for m in METRIC_NAMES])
     header = ["fold"] + [METRIC_LABELS[m] for m in METRIC_NAMES]
-    return "<h2>Folds (test split of each fold)</h2>" + _table(header, rows)
+    return "<h2>Folds (test split of each fold, with 95 % bootstrap CIs)</h2>" + _table(header, rows)
 
 
 STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"

@@ -103,3 +103,30 @@ def test_compare_aligns_class_columns_by_name(tmp_path: Path) -> None:
     a, b, counts = align(load_predictions(tmp_path / "a.csv"), load_predictions(tmp_path / "b.csv"))
     assert b.class_names == ["x", "y"] and b.probs == pytest.approx(a.probs) and (b.targets == a.targets).all()
     assert counts == {"shared": 4, "only_a": 0, "only_b": 0}
+
+
+def test_report_of_a_cv_directory(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A cv folder laid out as `acmil cv` writes it, its folds being the two real runs."""
+    import csv
+
+    cv = tmp_path / "cv"
+    oof, folds = [], []
+    for k, name in enumerate(("acmil", "abmil")):
+        fold = cv / f"fold_{k}"
+        fold.mkdir(parents=True)
+        (fold / "config.yaml").write_text((runs[name] / "config.yaml").read_text())
+        with (runs[name] / "predictions.csv").open() as fh:
+            rows = [r for r in csv.DictReader(fh) if (r["split"] == "test") == (k == 0)]  # disjoint slides
+        oof += [{"fold": k, **{c: v for c, v in r.items() if c != "split"}} for r in rows]
+        folds.append({"fold": k, **json.loads((runs[name] / "metrics.json").read_text())})
+    with (cv / "oof_predictions.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(oof[0]))
+        writer.writeheader()
+        writer.writerows(oof)
+    (cv / "cv_summary.json").write_text(json.dumps({"folds": folds, "metrics": {}, "n_folds": 2}))
+    assert acmil(["report", str(cv), "--n-boot", "100"]) == 0
+    page = (cv / "report.html").read_text()
+    assert "pooled out-of-fold predictions" in page and "Folds" in page
+    assert re.search(r"<td>0</td><td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", page)  # fold 0's AUC with its CI
+    summary = json.loads((cv / "evaluation" / "evaluation.json").read_text())["out-of-fold"]
+    assert summary["ci"]["n_slides"] == len(oof) and summary["ci"]["unit"] == "case"

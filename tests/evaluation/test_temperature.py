@@ -98,6 +98,7 @@ def test_calibrate_records_temperature_applied_by_predict_and_service(
     with TestClient(create_app(settings)) as client:
         sid = "slide_0000"
         served = client.get(f"/api/v1/slides/{sid}/prediction").json()["probabilities"]
+        assert client.get("/api/v1/model").json()["temperature"] == pytest.approx(record["temperature"])
     row = [line.split(",") for line in scaled.read_text().splitlines() if line.startswith(sid + ",")][0]
     assert [served[c] for c in names] == pytest.approx([float(v) for v in row[2:]], abs=2e-5)
 
