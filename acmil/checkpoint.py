@@ -64,6 +64,11 @@ class LoadedModel:
     card: ModelCard
     path: Path | None = None
 
+    @property
+    def temperature(self) -> float:
+        """Temperature scaling of the logits fitted by ``acmil calibrate`` (card.extra; 1.0 when none)."""
+        return float(self.card.extra.get("temperature", 1.0))
+
 
 def build_model(card: ModelCard) -> nn.Module:
     return create_model(card.arch, in_dim=card.in_dim, n_classes=card.n_classes, **card.arch_args)

@@ -41,14 +41,15 @@ def _as_tensor(features: np.ndarray | torch.Tensor, device: torch.device) -> tor
 
 
 @torch.inference_mode()
-def predict_bag(model: nn.Module, features: np.ndarray | torch.Tensor) -> BagPrediction:
-    """Run ``model`` in eval mode on features (N, D) and return probabilities and attention."""
+def predict_bag(model: nn.Module, features: np.ndarray | torch.Tensor, temperature: float = 1.0) -> BagPrediction:
+    """Run ``model`` in eval mode on features (N, D) and return probabilities (of logits / ``temperature``,
+    the card's calibration) and attention."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         out = model(_as_tensor(features, device))
-        probs = torch.softmax(out.logits.float(), dim=-1)[0].cpu().numpy()
+        probs = torch.softmax(out.logits.float() / temperature, dim=-1)[0].cpu().numpy()
         attention = out.attention[0].float().cpu().numpy()
         branch = None
         if out.branch_logits is not None:

@@ -199,7 +199,7 @@ class Engine:
             raise BadInput(f"{feats.slide_id}: feature dim {feats.dim} does not match the model's in_dim {in_dim}")
         patch = feats.patch_size_level0 or DEFAULT_PATCH
         with self._model_slots:
-            prediction = predict_bag(self.loaded.model, feats.features)
+            prediction = predict_bag(self.loaded.model, feats.features, self.loaded.temperature)
         size = image_size or level0_size_of(feats, patch)
         elapsed = (time.perf_counter() - start) * 1000.0
         return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed)

@@ -25,6 +25,7 @@ class ModelInfo(BaseModel):
     target_magnification: float | None = None
     tile_size: int | None = Field(None, description="tile side in pixels at the target resolution")
     checkpoint: str = Field(description="checkpoint file name")
+    temperature: float = Field(1.0, description="temperature dividing the logits (acmil calibrate; 1: none)")
 
 
 class SlideSummary(BaseModel):

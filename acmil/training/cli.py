@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from acmil.atomic import write_csv, write_json
 from acmil.checkpoint import load_model
+from acmil.evaluation import summarise
 
 from .data import FeatureDataModule
 from .metrics import metric_values, predict_dataset, prediction_rows
@@ -106,10 +107,11 @@ def evaluate_run(
     loaded = load_model(module_path, map_location="cpu")  # the same path the service and ``predict`` use
     model = loaded.model.to(device)
     cohort, names = datamodule.cohort, loaded.card.class_names
-    metrics, rows = {}, []
+    metrics, rows, groups = {}, [], cohort.groups
     for split in ("val", "test"):
         probs, targets, idx = predict_dataset(model, datamodule.dataset(split), device)
         metrics[split] = metric_values(probs, targets, len(names))
+        metrics[split].update(summarise(probs, targets, names, [groups[i] for i in idx]))  # CIs, calibration
         rows += prediction_rows(
             [cohort.slide_ids[i] for i in idx], probs, names, [names[t] for t in targets], split=split
         )
@@ -190,6 +192,8 @@ def test_main(argv: list[str] | None = None) -> int:
     names = loaded.card.class_names
     probs, targets, idx = predict_dataset(model, BagDataset(cohort, indices), cfg.device)
     metrics = {split: metric_values(probs, targets, len(names))}
+    groups = cohort.groups
+    metrics[split].update(summarise(probs, targets, names, [groups[i] for i in idx], temperature=loaded.temperature))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows([cohort.slide_ids[i] for i in idx], probs, names, [names[t] for t in targets], split)

@@ -20,6 +20,8 @@ import numpy as np
 import yaml
 
 from acmil.atomic import write_csv, write_json
+from acmil.evaluation import summarise as evaluation_summary
+from acmil.evaluation.io import run_case_ids
 
 from .metrics import METRIC_NAMES, metric_values
 
@@ -84,10 +86,12 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
     names = [c[len("prob_"):] for c in class_cols]
     probs = np.array([[float(r[c]) for c in class_cols] for r in oof_rows], dtype=np.float32)
     targets = np.array([names.index(r["label"]) for r in oof_rows], dtype=int)
+    cases = run_case_ids(root, [r["slide_id"] for r in oof_rows])
     summary = {
         "metrics": summarise([r["test"] for r in fold_records]),
         "folds": fold_records,
-        "pooled_oof": metric_values(probs, targets, len(names)),
+        "pooled_oof": {**metric_values(probs, targets, len(names)),  # + bootstrap CIs and calibration
+                       **evaluation_summary(probs, targets, names, cases)},
         "n_folds": folds,
     }
     write_csv(root / "oof_predictions.csv", oof_rows, fields)

@@ -56,7 +56,7 @@ def predict_folder(
         except FeatureFileError as err:
             errors.append(str(err))
             continue
-        pred = predict_bag(model, slide.features)
+        pred = predict_bag(model, slide.features, loaded.temperature)
         labels = [truth.get(sid, "")] if truth is not None else None
         out_rows += prediction_rows([sid], pred.probabilities[None], names, labels)
     fields = ["slide_id"] + (["label"] if truth is not None else []) + ["predicted"] + [f"prob_{c}" for c in names]

@@ -17,6 +17,7 @@ from acmil.training.cli import run_training
 from acmil.training.module import MILModule
 
 METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auc"}
+EVALUATION = {"ci", "calibration", "confusion_matrix"}  # acmil.evaluation.summarise, beside the point metrics
 
 
 def _csv(path: Path) -> list[dict]:
@@ -39,7 +40,7 @@ def test_run_directory_contents(trained_run: dict, cohort) -> None:
     saved = json.loads((run / "metrics.json").read_text())
     assert set(saved) == {"val", "test"} and saved == trained_run["metrics"]
     for split in ("val", "test"):
-        assert set(saved[split]) == METRICS and all(0.0 <= v <= 1.0 for v in saved[split].values())
+        assert set(saved[split]) == METRICS | EVALUATION and all(0.0 <= saved[split][m] <= 1.0 for m in METRICS)
     splits = json.loads((run / "splits.json").read_text())
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(cohort.labels)
     rows = _csv(run / "predictions.csv")
@@ -117,13 +118,14 @@ def test_test_command_reproduces_run_metrics(trained_run: dict, cohort, tmp_path
                  "--data.features_dir", str(cohort.features_dir), "--data.labels_csv", str(cohort.labels_csv),
                  "--data.splits_file", str(run / "splits.json"), "--out", str(tmp_path)]) == 0
     got = json.loads((tmp_path / "metrics.json").read_text())["test"]
-    for k, v in trained_run["metrics"]["test"].items():
-        assert got[k] == pytest.approx(v, abs=1e-6)
+    for k in METRICS:
+        assert got[k] == pytest.approx(trained_run["metrics"]["test"][k], abs=1e-6)
     # The run's saved config replays its data settings, seed included, so the same test split is evaluated.
     out = tmp_path / "from_config"
     assert main(["test", "--config", str(run / "config.yaml"), "--checkpoint", str(run / "checkpoints" / "best.ckpt"),
                  "--out", str(out)]) == 0
-    assert json.loads((out / "metrics.json").read_text())["test"] == pytest.approx(trained_run["metrics"]["test"])
+    replayed = json.loads((out / "metrics.json").read_text())["test"]
+    assert {k: replayed[k] for k in METRICS} == pytest.approx({k: trained_run["metrics"]["test"][k] for k in METRICS})
 
 
 @pytest.mark.slow
@@ -141,7 +143,7 @@ def test_same_seed_same_run(cohort, tmp_path: Path, train_args) -> None:
 def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> None:
     metrics = run_training(train_args(cohort, tmp_path, 2, 1, "--data.batch_size", "4",
                                       "--trainer.precision", "bf16-mixed", "--data.num_workers", "1"))
-    assert set(metrics["val"]) == METRICS
+    assert set(metrics["val"]) == METRICS | EVALUATION
     steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss")]
     assert len(steps) == 2
 
@@ -157,6 +159,8 @@ def test_cv(cohort, tmp_path: Path, train_args) -> None:
     assert set(summary["metrics"]) == METRICS
     assert all(set(v) == {"mean", "std"} for v in summary["metrics"].values())
     assert len(summary["folds"]) == 3
+    assert all("ci" in f["test"] for f in summary["folds"])  # bootstrap CIs per fold and pooled out-of-fold
+    assert summary["pooled_oof"]["ci"]["n_slides"] == len(cohort.labels)
     aucs = [f["test"]["auc"] for f in summary["folds"]]
     assert summary["metrics"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
     oof = _csv(run / "oof_predictions.csv")
@@ -178,7 +182,7 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
         "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run), "--trainer.accelerator", "cpu",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     ])
-    assert set(metrics["val"]) == METRICS
+    assert set(metrics["val"]) == METRICS | EVALUATION
     card = load_model(run / "checkpoints" / "best.ckpt").card
     assert card.arch == config.split("/")[1].removesuffix(".yaml") and sorted(card.class_names) == ["a", "b", "c"]
     # class order = order of first appearance in the CSV (DESIGN.md), the same in the card and the CSV columns

@@ -1,0 +1,118 @@
+"""``acmil calibrate RUN_DIR|CV_DIR``: fit temperature scaling on a run's validation slides and record it in
+the checkpoint's model card (``card.extra["temperature"]``), which ``acmil predict`` and the service apply.
+
+The validation logits are recomputed from the feature files (exact, unlike the rounded probabilities of
+predictions.csv); the slide list comes from ``RUN/splits.json`` and the data paths from ``RUN/config.yaml``
+unless given. ``RUN/calibration.json`` records T and the validation NLL, ECE and Brier before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acmil.atomic import atomic_path, write_json
+
+from .calibration import calibration_summary, fit_temperature
+from .io import fold_dirs, run_data_paths
+
+
+def split_logits(
+    checkpoint: Path, features_dir: Path, labels_csv: Path, slide_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slide logits (n, C) and targets (n,) of ``slide_ids`` under the checkpoint's label map."""
+    import torch
+
+    from acmil.checkpoint import load_model
+    from acmil.features import list_feature_files, read_features
+    from acmil.training.cohort import read_labels
+
+    loaded = load_model(checkpoint)
+    names = loaded.card.class_names
+    rows, problems = read_labels(labels_csv)
+    if problems:
+        raise ValueError("; ".join(problems))
+    label_of = {r.slide_id: r.label for r in rows}
+    files = list_feature_files(features_dir)
+    missing = [s for s in slide_ids if s not in files or label_of.get(s) not in names]
+    if missing:
+        raise ValueError(f"{len(missing)} slide(s) without a feature file in {features_dir} or a known label in "
+                         f"{labels_csv}: {', '.join(missing[:10])}")
+    logits = []
+    with torch.inference_mode():
+        for sid in slide_ids:
+            feats = torch.as_tensor(read_features(files[sid]).features, dtype=torch.float32)[None]  # (1, N, D)
+            logits.append(loaded.model(feats).logits.float()[0].numpy())
+    return np.stack(logits).astype(np.float64), np.array([names.index(label_of[s]) for s in slide_ids])
+
+
+def write_temperature(checkpoint: Path, temperature: float, out: Path | None = None) -> Path:
+    """Store ``temperature`` in the checkpoint's card (atomically, in place unless ``out``)."""
+    import torch
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    card = payload.get("acmil")
+    if card is None:
+        raise ValueError(f"{checkpoint}: not an acmil checkpoint (no 'acmil' card)")
+    card.setdefault("extra", {})["temperature"] = float(temperature)
+    target = Path(out or checkpoint)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def calibrate_run(run_dir: Path, split: str = "val", checkpoint: Path | None = None, features_dir: Path | None = None,
+                  labels_csv: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+    """Fit T on ``split`` of one run, write it into the card and ``RUN/calibration.json``; returns that record."""
+    checkpoint = Path(checkpoint or run_dir / "checkpoints" / "best.ckpt")
+    features_dir, labels_csv = run_data_paths(run_dir, features_dir, labels_csv)
+    splits_path = run_dir / "splits.json"
+    if not splits_path.is_file():
+        raise FileNotFoundError(f"{splits_path}: no splits.json (is {run_dir} an `acmil train` run?)")
+    slide_ids = json.loads(splits_path.read_text()).get(split) or []
+    if len(slide_ids) < 2:
+        raise ValueError(f"{splits_path}: the {split!r} split has {len(slide_ids)} slide(s); temperature scaling "
+                         "needs a validation set")
+    logits, targets = split_logits(checkpoint, features_dir, labels_csv, slide_ids)
+    temperature = fit_temperature(logits, targets)
+
+    def probs(t: float) -> np.ndarray:
+        z = logits / t
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    keys = ("ece", "brier", "nll")
+    before, after = calibration_summary(probs(1.0), targets), calibration_summary(probs(temperature), targets)
+    written = write_temperature(checkpoint, temperature, out)
+    record = {"temperature": temperature, "split": split, "n_slides": len(slide_ids), "checkpoint": str(written),
+              "before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}}
+    write_json(run_dir / "calibration.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="acmil calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="an `acmil train` run directory, or an `acmil cv` directory (every fold)")
+    p.add_argument("--split", default="val", help="split of splits.json to fit on (default val)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to calibrate (default RUN/checkpoints/best.ckpt)")
+    p.add_argument("--features", default=None, help="feature folder (default: data.features_dir of RUN/config.yaml)")
+    p.add_argument("--labels-csv", default=None, help="labels CSV (default: data.labels_csv of RUN/config.yaml)")
+    p.add_argument("--out", default=None, help="write the calibrated checkpoint here instead of in place")
+    args = p.parse_args(argv)
+    root = Path(args.run)
+    runs = fold_dirs(root) or [root]
+    if len(runs) > 1 and (args.checkpoint or args.out):
+        raise ValueError("--checkpoint and --out name one checkpoint; give a run directory, not a cv directory")
+    for run in runs:
+        def path(value: str | None) -> Path | None:
+            return Path(value) if value else None
+
+        rec = calibrate_run(run, args.split, path(args.checkpoint), path(args.features), path(args.labels_csv),
+                            path(args.out))
+        print(f"{run}: T = {rec['temperature']:.3f}; {args.split} ECE {rec['before']['ece']:.4f} -> "
+              f"{rec['after']['ece']:.4f}, NLL {rec['before']['nll']:.4f} -> {rec['after']['nll']:.4f}")
+    return 0
