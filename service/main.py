@@ -70,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry)} if retry else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     # Added last = outermost: CORS answers preflights before the key check (browsers send no key there).
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ..dependencies import BranchDep, EngineDep, SlideDep
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..schemas import SlideMetadata, SlideSummary
 
 router = APIRouter(prefix="/slides", tags=["slides"])
@@ -29,7 +29,10 @@ def _address(tile: str, formats: tuple[str, ...]) -> tuple[int, int]:
 def list_slides(engine: EngineDep) -> list[SlideSummary]:
     """Slides that have a feature file, whether their image is present, and any problem with the file."""
     out = []
-    for entry in engine.registry.list():
+    entries = engine.registry.list()
+    if engine.registry.problem:
+        raise Unavailable(engine.registry.problem, retry_after_s=5)
+    for entry in entries:
         n_tiles, error = engine.summary(entry)
         out.append(SlideSummary(slide_id=entry.slide_id, has_image=entry.image_path is not None,
                                 n_tiles=n_tiles, error=error))
