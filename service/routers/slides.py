@@ -13,13 +13,13 @@ from ..errors import NotFound, Unavailable
 from ..schemas import SlideMetadata, SlideSummary
 
 router = APIRouter(prefix="/slides", tags=["slides"])
-_TILE = re.compile(r"^(\d{1,6})_(\d{1,6})\.(jpeg|jpg|png)$")
+_TILE = re.compile(r"([0-9]{1,6})_([0-9]{1,6})\.(jpeg|jpg|png)", re.ASCII)  # ASCII: no '٣' read as 3
 CACHE_TILES = {"Cache-Control": "private, max-age=3600"}
 XML = "application/xml"
 
 
 def _address(tile: str, formats: tuple[str, ...]) -> tuple[int, int]:
-    match = _TILE.match(tile)
+    match = _TILE.fullmatch(tile)
     if not match or match.group(3) not in formats:
         raise NotFound(f"bad tile name {tile!r} (expected COL_ROW.{formats[0]})")
     return int(match.group(1)), int(match.group(2))
