@@ -10,6 +10,10 @@ crafted files at once (issue 9, High 1), sampling the server's RSS (psutil, chil
 - ``gzip_bomb``: the same shape, written as gzip-compressed zeros (a few MB on disk);
 - ``wide``: features 100 × 10,000,000 (about 2 KB; 4 GB when read).
 The baseline is the server's idle RSS measured in the same run, before the uploads.
+
+``--near-cap`` adds a second round: three honest uploads at once, each at the decode limit (262,144 × 512
+float16 features, 256 MB on disk, 512 MiB as float32), which shows the memory the limits allow: two are
+decoded and predicted at once (``max_concurrent_uploads``), the third waits for a slot or gets a 503.
 """
 
 from __future__ import annotations
@@ -50,6 +54,23 @@ def hostile_files(folder: Path) -> dict[str, Path]:
     with h5py.File(path, "w") as h5:
         h5.create_dataset("features", (100, 10_000_000), "f4", chunks=(1, 1_000_000))
         h5.create_dataset("coords", (100, 2), "i8")
+    return files
+
+
+def near_cap_files(folder: Path, copies: int = 3) -> dict[str, Path]:
+    """``copies`` links to one honest file at the default decode limit (512 MiB of float32 features)."""
+    rows = 512 * 1024 * 1024 // (512 * 4)
+    path = folder / "near_cap.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("features", (rows, 512), "f2", chunks=(1024, 512))
+        for start in range(0, rows, 16384):
+            ds[start:start + 16384] = rng.normal(size=(16384, 512)).astype("f2")
+        h5["coords"] = np.stack([np.arange(rows) % 512, np.arange(rows) // 512], axis=1).astype("i8") * 224
+    files = {}
+    for i in range(copies):
+        files[f"near_cap_{i}"] = folder / f"near_cap_{i}.h5"
+        os.link(path, files[f"near_cap_{i}"])
     return files
 
 
@@ -151,6 +172,7 @@ def attack(base: str, files: dict[str, Path], pid: int, timeout: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=120.0, help="per-upload client timeout (s)")
+    parser.add_argument("--near-cap", action="store_true", help="also send three honest uploads at the decode limit")
     parser.add_argument("--out", type=Path, default=Path("bench_out/bench_upload_attack.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="acmil-attack-") as tmp:
@@ -163,6 +185,9 @@ def main() -> None:
         process = start_server(ckpt, root / "features", port, log)
         try:
             report = attack(f"http://127.0.0.1:{port}", files, process.pid, args.timeout)
+            if args.near_cap:
+                report["near_cap"] = attack(f"http://127.0.0.1:{port}", near_cap_files(root), process.pid,
+                                            args.timeout)
         finally:
             process.terminate()
             try:

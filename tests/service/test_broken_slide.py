@@ -99,6 +99,8 @@ def test_a_slide_truncated_under_an_open_handle_recovers_when_restored(copied_sl
 
 
 def test_evicted_handles_are_closed_once_unused(shared_slides, make_settings):
+    import ctypes
+
     from acmil.service.registry import SlideEntry
     from acmil.service.slides import SlideImages
 
@@ -110,7 +112,7 @@ def test_evicted_handles_are_closed_once_unused(shared_slides, make_settings):
         assert images.dimensions(other) is not None  # evicts ``first`` while it is being read
         assert held.retired and held.slide.dimensions  # ... but it is not closed under the reader
     assert held.users == 0
-    with pytest.raises(Exception):  # closed now that the read is over
+    with pytest.raises(ctypes.ArgumentError, match="closed slide object"):  # closed now that the read is over
         held.slide.read_region((0, 0), 0, (4, 4))
     assert images.tile(second, 12, 0, 0)[:2] == b"\xff\xd8"  # reopened: a JPEG
     images.close()

@@ -34,9 +34,9 @@ IDLE_TIMEOUT_S = 2.0
 
 def _checkpoint(path: Path) -> Path:
     import torch
-    from acmil.models import ACMIL
 
     from acmil.checkpoint import ModelCard, save_model
+    from acmil.models import ACMIL
 
     torch.manual_seed(0)
     card = ModelCard(arch="acmil", arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5}, in_dim=WIDTH,
@@ -140,7 +140,8 @@ def test_three_hostile_uploads_at_once_are_refused_within_the_memory_budget(host
     for name in ("unwritten", "gzip_bomb", "wide"):
         status, seconds, text = results[name]
         assert status == 422 and seconds < 10, (name, status, seconds, text)
-    assert "2048000000 bytes as float32, more than the 536870912 allowed" in json.loads(results["unwritten"][2])["detail"]
+    detail = json.loads(results["unwritten"][2])["detail"]
+    assert "2048000000 bytes as float32, more than the 536870912 allowed" in detail
     assert "feature dim 10000000 does not match the model's in_dim 512" in results["wide"][2]
     assert results["normal"][0] == 200, results["normal"]
     assert growth_mb < UPLOAD_ATTACK_BUDGET_MB, f"server RSS grew by {growth_mb:.0f} MB"
