@@ -97,13 +97,30 @@ def _text_ok(value: Any) -> bool:
     return True
 
 
+MAX_ATTR_BYTES = 1024 * 1024  # our attributes are scalars and short JSON; a bigger one is not ours to load
+
+
+def _too_big(stored: h5py.h5a.AttrID) -> bool:
+    """Whether an attribute holds more than MAX_ATTR_BYTES (or that many 8-byte elements), before reading it."""
+    if stored.shape is None:  # an empty (null) attribute
+        return False
+    try:
+        size = stored.get_storage_size()
+    except RuntimeError:  # HDF5 reports 0 bytes as an error
+        size = 0
+    return size > MAX_ATTR_BYTES or math.prod(stored.shape) > MAX_ATTR_BYTES // 8
+
+
 def _attrs(obj: h5py.HLObject, path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in obj.attrs.keys():
         try:
-            value = _plain(obj.attrs[key])
+            too_big = _too_big(obj.attrs.get_id(key))
+            value = None if too_big else _plain(obj.attrs[key])
         except (OSError, TypeError, ValueError) as err:  # e.g. a datatype h5py cannot map
             raise FeatureFileError(f"{path}: cannot read attribute {key!r} of {obj.name!r} ({err})") from err
+        if too_big:
+            raise FeatureFileError(f"{path}: attribute {key!r} of {obj.name!r} is larger than {MAX_ATTR_BYTES} bytes")
         if not _text_ok(key) or not _text_ok(value):
             raise FeatureFileError(f"{path}: attribute {key.encode('utf-8', 'replace')!r} of {obj.name!r} "
                                    "is not valid UTF-8 text")

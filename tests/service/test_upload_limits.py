@@ -158,3 +158,12 @@ def test_a_300_character_file_name_is_fine(client):
     assert response.status_code == 200, response.text
     response = upload(client, h5_bytes(lambda h5: good(h5, feats=np.ones((6, 8), "float32"))), name="b" * 300 + ".h5")
     assert response.status_code == 422 and "feature dim 8" in response.json()["detail"]
+
+
+def test_a_huge_attribute_is_refused_unread(client):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver="latest") as h5:  # dense attribute storage allows big attributes
+        good(h5)
+        h5.attrs["tissue_params"] = np.zeros(1_000_000)
+    response = upload(client, buffer.getvalue())
+    assert response.status_code == 422 and "attribute 'tissue_params' of '/' is larger than" in response.json()["detail"]
