@@ -166,4 +166,5 @@ def test_a_huge_attribute_is_refused_unread(client):
         good(h5)
         h5.attrs["tissue_params"] = np.zeros(1_000_000)
     response = upload(client, buffer.getvalue())
-    assert response.status_code == 422 and "attribute 'tissue_params' of '/' is larger than" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "attribute 'tissue_params' of '/' is larger than" in response.json()["detail"]
