@@ -53,6 +53,16 @@ class LockedLRU:
         with self._lock:
             return self._cache.pop(key, None)
 
+    def pop_if(self, key: Any, value: Any) -> bool:
+        """Remove ``key`` only while it still maps to ``value`` (not to a newer value put meanwhile)."""
+        if self._cache is None:
+            return False
+        with self._lock:
+            if self._cache.get(key) is value:
+                del self._cache[key]
+                return True
+            return False
+
     def values(self) -> list[Any]:
         if self._cache is None:
             return []

@@ -144,8 +144,7 @@ class SlideImages:
             handle.leave()
 
     def _drop(self, key: str, handle: _Handle) -> None:
-        if self._handles.get(key) is handle:
-            self._handles.pop(key)
+        self._handles.pop_if(key, handle)
         handle.retire()
 
     def _open(self, entry: SlideEntry, state: tuple[int, int] | None) -> _Handle | None:
@@ -153,12 +152,15 @@ class SlideImages:
         from openslide.deepzoom import DeepZoomGenerator
 
         key = str(entry.image_path)
+        slide = None
         try:
             with warnings.catch_warnings():  # PIL warns about odd TIFF tags while it falls back; the error says enough
                 warnings.simplefilter("ignore")
                 slide = openslide.open_slide(key)
             deepzoom = DeepZoomGenerator(slide, self.settings.tile_size, self.settings.tile_overlap, limit_bounds=False)
         except Exception as err:  # noqa: BLE001 - OpenSlide/PIL raise many types for a bad file
+            if slide is not None:
+                slide.close()
             self._errors.put((key, state), f"cannot open the slide image: {public_error(err, entry)}")
             return None
         lock = nullcontext() if isinstance(slide, openslide.OpenSlide) else threading.Lock()
