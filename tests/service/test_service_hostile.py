@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -37,10 +38,14 @@ def test_a_served_file_with_bad_geometry_fails_for_that_slide_only(make_settings
                    coord_attrs={"patch_size_level0": "abc"})
     write_features(scratch_features / "bad_width.h5", feats, grid_coords(12, 4),
                    coord_attrs={"patch_size_level0": 224, "level0_width": "x", "level0_height": 10})
+    with h5py.File(scratch_features / "grouped.h5", "w") as h5:
+        h5.create_group("features")
     with TestClient(create_app(make_settings(features_dir=scratch_features))) as client:
         listed = {s["slide_id"]: s for s in client.get(f"{API}/slides").json()}
         assert "'patch_size_level0' must be a number of pixels" in listed["bad_patch"]["error"]
         assert "'level0_width' must be a number of pixels" in listed["bad_width"]["error"]
+        assert "'/features' is a group, not a dataset" in listed["grouped"]["error"]
+        assert client.get(f"{API}/slides/grouped/prediction").status_code == 422
         for slide in ("bad_patch", "bad_width"):
             for suffix in ("", "/prediction", "/attention", "/heatmap.png", "/attention.dzi",
                            "/attention_files/9/0_0.png"):
@@ -129,8 +134,6 @@ def test_an_unreadable_checkpoint_is_one_line_with_exit_3(capsys, service_data, 
 
 def test_a_feature_file_whose_features_is_a_group_is_listed_by_the_cohort_scan(tmp_path):
     """The shared reader: training's scan lists the bad file with the others instead of aborting."""
-    import h5py
-
     from acmil.training.cohort import DataValidationError, scan_cohort
 
     rng = np.random.default_rng(0)
