@@ -17,12 +17,20 @@ from typing import Any
 import h5py
 import numpy as np
 
+from acmil.feature_checks import (
+    FeatureFileError,
+    ReadLimits,
+    check_layout,
+    checked_geometry,
+    plain_value,
+    read_attrs,
+    read_coords,
+    read_rows,
+    text_ok,
+)
+
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
-
-
-class FeatureFileError(ValueError):
-    """A feature file is missing, unreadable or malformed; the message names the file."""
 
 
 @dataclass
@@ -73,21 +81,6 @@ class FeatureMeta:
     kind: str  # "format1", "clam", "trident" or "acmil_reference"
 
 
-def _plain(value: Any) -> Any:
-    """h5py attribute values as plain Python (bytes -> str, numpy scalars -> Python, JSON strings kept)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _attrs(obj: h5py.HLObject) -> dict[str, Any]:
-    return {key: _plain(val) for key, val in obj.attrs.items()}
-
-
 def infer_patch_size(coords: np.ndarray) -> int | None:
     """Smallest positive step of the coordinate grid along x or y, or None for fewer than two patches."""
     steps = []
@@ -112,13 +105,16 @@ def _locate(h5: h5py.File, path: Path, slide_id: str | None) -> tuple[h5py.Group
     if "features" in h5:
         if "format_version" in h5.attrs:
             kind = "format1"
-        elif "coords" in h5 and len(h5["coords"].attrs):
+        elif isinstance(h5.get("coords"), h5py.Dataset) and len(h5["coords"].attrs):
             kind = "trident"
         else:
             kind = "clam"
-        sid = _plain(h5.attrs.get("slide_id", path.stem)) if slide_id is None else slide_id
-        return h5, str(sid), kind
-    groups = [k for k in h5.keys() if isinstance(h5[k], h5py.Group) and "feat" in h5[k]]
+        if slide_id is None:
+            slide_id = str(plain_value(h5.attrs.get("slide_id", path.stem)))
+            if not text_ok(slide_id):
+                raise FeatureFileError(f"{path}: attribute 'slide_id' is not valid UTF-8 text")
+        return h5, slide_id, kind
+    groups = [k for k in h5.keys() if isinstance(h5.get(k), h5py.Group) and "feat" in h5[k]]
     if groups:
         if slide_id is None:
             if len(groups) != 1:
@@ -132,66 +128,69 @@ def _locate(h5: h5py.File, path: Path, slide_id: str | None) -> tuple[h5py.Group
     raise FeatureFileError(f"{path}: no 'features' dataset (nor ACMIL reference '/<slide>/feat' groups)")
 
 
-def _datasets(group: h5py.Group, kind: str) -> tuple[h5py.Dataset, h5py.Dataset | None]:
-    if kind == "acmil_reference":
-        return group["feat"], group.get("coords")
-    return group["features"], group.get("coords")
+def _datasets(group: h5py.Group, kind: str, path: Path) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+    feats_name = "feat" if kind == "acmil_reference" else "features"
+    feats, coords = group.get(feats_name), group.get("coords")
+    for obj in (feats, coords):
+        if obj is not None and not isinstance(obj, h5py.Dataset):
+            raise FeatureFileError(f"{path}: {obj.name!r} is a {type(obj).__name__.lower()}, not a dataset")
+    return feats, coords
 
 
-def read_meta(path: str | os.PathLike, slide_id: str | None = None) -> FeatureMeta:
-    """Shape and attributes of a feature file, reading no feature values."""
-    path = Path(path)
-    with _open(path) as h5:
-        try:
-            group, sid, kind = _locate(h5, path, slide_id)
-            feats, coords = _datasets(group, kind)
-            shape = feats.shape
-            coord_attrs = _attrs(coords) if coords is not None else {}
-            attrs = _attrs(h5) if kind != "acmil_reference" else _attrs(group)
-        except (KeyError, OSError) as err:
-            raise FeatureFileError(f"{path}: malformed feature file ({err})") from err
-    if len(shape) == 3 and shape[0] == 1:  # some tools store (1, N, D)
-        shape = shape[1:]
-    if len(shape) != 2:
-        raise FeatureFileError(f"{path}: 'features' must be 2-D (N, D), got shape {shape}")
-    return FeatureMeta(path, sid, int(shape[0]), int(shape[1]), attrs, coord_attrs, kind)
-
-
-def read_features(path: str | os.PathLike, slide_id: str | None = None, validate: bool = True) -> SlideFeatures:
-    """Read one slide's features (as float32) and coords from any supported file kind.
+def read_meta(path: str | os.PathLike, slide_id: str | None = None, limits: ReadLimits | None = None) -> FeatureMeta:
+    """Shape and attributes of a feature file, reading no feature values.
 
     Raises:
-        FeatureFileError: the file is missing, not HDF5, malformed, empty, or holds NaN/inf.
+        FeatureFileError: missing, not HDF5, malformed (a group where a dataset belongs, wrong shapes or dtypes,
+            bad geometry attributes), or beyond ``limits``.
     """
     path = Path(path)
     with _open(path) as h5:
         try:
             group, sid, kind = _locate(h5, path, slide_id)
-            feats_ds, coords_ds = _datasets(group, kind)
-            features = np.asarray(feats_ds[()], dtype=np.float32)
-            coords = np.asarray(coords_ds[()], dtype=np.int64) if coords_ds is not None else None
-            coord_attrs = _attrs(coords_ds) if coords_ds is not None else {}
-            attrs = _attrs(h5) if kind != "acmil_reference" else _attrs(group)
+            feats, coords = _datasets(group, kind, path)
+            layout = check_layout(feats, coords, path, limits)
+            coord_attrs = checked_geometry(read_attrs(coords, path), path) if coords is not None else {}
+            attrs = read_attrs(h5, path) if kind != "acmil_reference" else read_attrs(group, path)
+        except (KeyError, OSError) as err:
+            raise FeatureFileError(f"{path}: malformed feature file ({err})") from err
+    return FeatureMeta(path, sid, layout.n, layout.d, attrs, coord_attrs, kind)
+
+
+def read_features(
+    path: str | os.PathLike, slide_id: str | None = None, validate: bool = True, limits: ReadLimits | None = None
+) -> SlideFeatures:
+    """Read one slide's features (as float32) and coords from any supported file kind.
+
+    Shapes, dtypes and ``limits`` are checked on the metadata first; values are then read in blocks of
+    whole chunks straight into the float32 result, so memory stays at the result plus one block.
+
+    Raises:
+        FeatureFileError: the file is missing, not HDF5, malformed, beyond ``limits``, empty, or holds NaN/inf.
+    """
+    path = Path(path)
+    with _open(path) as h5:
+        try:
+            group, sid, kind = _locate(h5, path, slide_id)
+            feats_ds, coords_ds = _datasets(group, kind, path)
+            layout = check_layout(feats_ds, coords_ds, path, limits)
+            coord_attrs = checked_geometry(read_attrs(coords_ds, path), path) if coords_ds is not None else {}
+            attrs = read_attrs(h5, path) if kind != "acmil_reference" else read_attrs(group, path)
+            features = read_rows(feats_ds, layout.n, layout.d, layout.feats_3d, np.dtype(np.float32))
+            if coords_ds is not None:
+                coords = read_coords(coords_ds, layout, path)
+            else:
+                coords = np.zeros((layout.n, 2), dtype=np.int64)
         except (KeyError, OSError, TypeError, ValueError) as err:
+            if isinstance(err, FeatureFileError):
+                raise
             raise FeatureFileError(f"{path}: malformed or truncated feature file ({err})") from err
-    if features.ndim == 3 and features.shape[0] == 1:
-        features = features[0]
-    if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
-        coords = coords[0]
-    if features.ndim != 2:
-        raise FeatureFileError(f"{path}: 'features' must be 2-D (N, D), got shape {features.shape}")
-    if coords is None:
-        coords = np.zeros((features.shape[0], 2), dtype=np.int64)
-    if coords.shape != (features.shape[0], 2):
-        raise FeatureFileError(
-            f"{path}: 'coords' shape {coords.shape} does not match {features.shape[0]} feature rows"
-        )
     if validate:
         if features.shape[0] == 0:
             raise FeatureFileError(f"{path}: empty bag (0 patches)")
-        if not np.isfinite(features).all():
-            bad = int((~np.isfinite(features)).any(axis=1).sum())
-            raise FeatureFileError(f"{path}: {bad} patch rows contain NaN or inf")
+        finite = np.isfinite(features).all(axis=1)
+        if not finite.all():
+            raise FeatureFileError(f"{path}: {int((~finite).sum())} patch rows contain NaN or inf")
     return SlideFeatures(sid, features, coords, attrs, coord_attrs)
 
 

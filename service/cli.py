@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+
+STARTUP_FAILED = 3  # uvicorn's own exit code for a failed start-up, kept for ours
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,11 +69,23 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print(f"acmil serve: error: --port {args.port}: not a TCP port (0..65535)", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     import uvicorn
 
-    from .main import create_app
+    from .main import create_app, load_checkpoint
     from .routers.viewer import assets_ready
+
+    try:  # before uvicorn, so a bad checkpoint or device is one line, not a lifespan traceback
+        loaded = load_checkpoint(settings)
+    except Exception as err:  # noqa: BLE001 - whatever the checkpoint or torch raise, say it in one line
+        text = " ".join(str(err).split()) or type(err).__name__
+        if not isinstance(err, (ValueError, OSError, RuntimeError)):
+            text = f"{type(err).__name__}: {text}"
+        print(f"acmil serve: cannot start: {text}", file=sys.stderr)
+        return STARTUP_FAILED
 
     if not assets_ready(settings.viewer_assets_dir):
         print(f"acmil serve: note: viewer assets missing in {settings.viewer_assets_dir}; run `npm install` "
@@ -79,12 +94,13 @@ def main(argv: list[str]) -> int:
         print(f"acmil serve: warning: listening on {args.host} without an API key; anyone who can reach this "
               "port can read predictions and slides (use --api-key-env NAME)")
     if args.workers > 1:
+        del loaded  # checked above; each worker loads its own copy
         # Workers import the app by name, so pass the settings through the environment.
         os.environ.update({f"ACMIL_{k.upper()}": _env(v) for k, v in settings.model_dump().items() if v is not None})
         uvicorn.run("acmil.service.main:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level)
     else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(create_app(settings, loaded), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

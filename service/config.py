@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     overlay_cache_size: int = Field(8, ge=1, description="rendered attention overlays kept (each up to 64 MB)")
     max_concurrent_predictions: int = Field(1, ge=1, description="model forwards run at the same time")
     max_upload_tiles: int = Field(1_000_000, ge=1, description="POST /predict: most tiles in an uploaded file")
+    max_upload_feature_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="POST /predict: most bytes an upload's features decode to (N x D x 4)"
+    )
+    max_concurrent_uploads: int = Field(2, ge=1, description="POST /predict: uploads decoded at the same time")
+    upload_slot_wait_s: float = Field(5.0, ge=0, description="how long an upload waits for a decoding slot (then 503)")
+    body_idle_timeout_s: float = Field(
+        30.0, gt=0, description="a request body must send its next bytes within this (408 otherwise)"
+    )
+    body_min_rate: int = Field(
+        16 * 1024, ge=0, description="bytes/s a request body must average after its first body_idle_timeout_s"
+    )
     slide_cache_size: int = Field(16, ge=1, description="open slide handles kept")
     tile_size: int = Field(254, ge=16, le=2048, description="DeepZoom tile size (slide and overlay)")
     tile_overlap: int = Field(1, ge=0, le=16, description="DeepZoom tile overlap")

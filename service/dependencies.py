@@ -15,6 +15,7 @@ from .registry import SlideEntry
 # Stems of real files: no separators, no NUL, not "." or "..". The registry lookup is the real guard;
 # this only turns obviously hostile ids into a 404 before anything else looks at them.
 _BAD_ID = re.compile(r"[/\\\x00]|^\.{1,2}$")
+_INDEX = re.compile(r"[0-9]{1,6}", re.ASCII)
 
 
 def get_engine(request: Request) -> Engine:
@@ -37,8 +38,8 @@ def get_branch(
     """The ``branch`` query: None for the mean, else the index."""
     if branch == "mean":
         return None
-    if not branch.isdigit():
-        raise BadInput(f"branch must be 'mean' or a branch index, got {branch!r}")
+    if not _INDEX.fullmatch(branch):  # ASCII only: str.isdigit() accepts '²' and '①', which int() refuses
+        raise BadInput(f"branch must be 'mean' or a branch index 0..M-1, got {branch!r}")
     return int(branch)
 
 

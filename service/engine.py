@@ -21,9 +21,11 @@ from acmil.checkpoint import LoadedModel
 from acmil.features import FeatureFileError, SlideFeatures, provenance, read_features, read_meta
 from acmil.inference import BagPrediction, predict_bag
 
-from .errors import BadInput, NotFound, ServiceError
-from .registry import LRUCache, SlideEntry, SlideRegistry
+from .caches import LockedLRU
+from .errors import BadInput, NotFound, ServiceError, Unavailable
+from .registry import SlideEntry, SlideRegistry
 from .slides import SlideImages
+from .uploads import UploadSlots
 
 FINGERPRINT_BYTES = 64 * 1024
 DEFAULT_PATCH = 256  # only when a file has one tile and no patch-size attribute
@@ -90,10 +92,11 @@ class Engine:
         self.registry = registry
         self.settings = settings
         self.images = SlideImages(settings)
-        self._predictions = LRUCache(settings.prediction_cache_size)
-        self._overlays = LRUCache(settings.overlay_cache_size)
-        self._meta = LRUCache(4096)
-        self._heatmaps = LRUCache(16)
+        self._predictions = LockedLRU(settings.prediction_cache_size)
+        self._overlays = LockedLRU(settings.overlay_cache_size)
+        self._meta = LockedLRU(4096)
+        self._heatmaps = LockedLRU(16)
+        self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_slot_wait_s)
         # One forward at a time: on a few cores, parallel forwards only thrash, and tiles stay responsive.
         self._model_slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_predictions))
         self._key_locks: dict[str, threading.Lock] = {}
@@ -104,6 +107,8 @@ class Engine:
         """The registered slide, or 404. Ids are only ever dictionary keys, never paths."""
         entry = self.registry.get(slide_id)
         if entry is None:
+            if self.registry.problem:
+                raise Unavailable(f"slide {slide_id!r}: {self.registry.problem}", retry_after_s=5)
             raise NotFound(f"unknown slide id {slide_id!r}")
         return entry
 
@@ -219,7 +224,10 @@ class Engine:
         key = (result.key, branch, tuple(sorted(options.items())))
         png = self._heatmaps.get(key)
         if png is None:
-            background = self.images.thumbnail(entry, options["max_size"])
+            try:
+                background = self.images.thumbnail(entry, options["max_size"])
+            except BadInput:  # an unreadable image still gets its heatmap, on a blank canvas
+                background = None
             try:
                 image = render_heatmap(
                     result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,

@@ -27,3 +27,13 @@ class BadInput(ServiceError):
 
 class TooLarge(ServiceError):
     status_code = 413
+
+
+class Unavailable(ServiceError):
+    """The server cannot answer now (busy, or its features folder is gone); the client may retry."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

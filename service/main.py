@@ -14,32 +14,43 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from acmil.checkpoint import load_model
+from acmil.checkpoint import LoadedModel, load_model
 
 from .config import Settings, get_settings
 from .engine import Engine
 from .errors import ServiceError
 from .registry import SlideRegistry
 from .routers import predict, slides, viewer
-from .security import ApiKeyMiddleware, UploadLimitMiddleware
+from .security import ApiKeyMiddleware, SlowBodyMiddleware, UploadLimitMiddleware, install_log_redaction
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("uvicorn.error")  # shows with uvicorn's own start-up lines
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. ``settings`` default to the environment (``ACMIL_*``), see :class:`Settings`."""
+def load_checkpoint(settings: Settings) -> LoadedModel:
+    """The settings' checkpoint, loaded on their device (raises with a one-line message when it cannot be)."""
+    loaded = load_model(settings.checkpoint, map_location=_device(settings.device))
+    loaded.model.to(settings.device)
+    return loaded
+
+
+def create_app(settings: Settings | None = None, loaded: LoadedModel | None = None) -> FastAPI:
+    """Build the app. ``settings`` default to the environment (``ACMIL_*``), see :class:`Settings`.
+
+    ``loaded``: the model, when the caller has loaded it already (``acmil serve`` does, to report a bad
+    checkpoint or device in one line before uvicorn starts); else the lifespan loads it.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = load_model(settings.checkpoint, map_location=_device(settings.device))
-        loaded.model.to(settings.device)
+        install_log_redaction()  # here, not at import: uvicorn configures its loggers before the lifespan
+        model = loaded or load_checkpoint(settings)
         registry = SlideRegistry(settings.features_dir, settings.slides_dir)
         with_image = sum(entry.image_path is not None for entry in registry.list())
         log.info("model %s (%s, classes %s); %d slides in %s, %d with an image", settings.checkpoint.name,
-                 loaded.card.arch, ", ".join(loaded.card.class_names), len(registry), settings.features_dir, with_image)
-        engine = app.state.engine = Engine(loaded, registry, settings)
+                 model.card.arch, ", ".join(model.card.class_names), len(registry), settings.features_dir, with_image)
+        engine = app.state.engine = Engine(model, registry, settings)
         stop = threading.Event()
         warmer = threading.Thread(target=engine.warm, args=(stop,), name="acmil-precompute", daemon=True)
         if settings.precompute:
@@ -70,10 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry)} if retry else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     # Added last = outermost: CORS answers preflights before the key check (browsers send no key there).
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SlowBodyMiddleware, idle_timeout_s=settings.body_idle_timeout_s,
+                       min_rate=settings.body_min_rate)
     if settings.api_key is not None and settings.api_key.get_secret_value():
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(),
                            header=settings.api_key_header)

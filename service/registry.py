@@ -6,14 +6,15 @@ path, so ``../``, absolute paths and encoded variants cannot reach files outside
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from acmil.features import list_feature_files
+from acmil.features import FeatureFileError, list_feature_files
+
+log = logging.getLogger("uvicorn.error")
 
 # Slide formats OpenSlide reads (plus plain TIFF, which open_slide serves through PIL).
 SLIDE_EXTENSIONS = {
@@ -38,21 +39,36 @@ class SlideRegistry:
         self.features_dir = Path(features_dir)
         self.slides_dir = Path(slides_dir) if slides_dir else None
         self._entries: dict[str, SlideEntry] = {}
+        self.problem: str | None = None  # set while the features folder cannot be listed
         self._scanned_at = 0.0
         self._lock = threading.Lock()
         self.rescan()
 
     def rescan(self) -> None:
-        """List both folders again (files may be added while the service runs)."""
-        features = list_feature_files(self.features_dir)
+        """List both folders again (files may be added while the service runs).
+
+        A features folder that has gone (renamed, unmounted) empties the registry and sets :attr:`problem`
+        until it is back; the service then answers 503 rather than failing on every request.
+        """
+        problem = None
+        try:
+            features = list_feature_files(self.features_dir)
+        except (FeatureFileError, OSError) as err:
+            features, problem = {}, "the features folder is not available (renamed, removed or unmounted)"
+            if self.problem is None:
+                log.warning("cannot list the features folder %s: %s", self.features_dir, err)
         images: dict[str, Path] = {}
-        if self.slides_dir is not None and self.slides_dir.is_dir():
-            for path in sorted(self.slides_dir.iterdir()):
-                if path.is_file() and path.suffix.lower() in SLIDE_EXTENSIONS:
-                    images.setdefault(path.stem, path)
+        if self.slides_dir is not None:
+            try:
+                for path in sorted(self.slides_dir.iterdir()):
+                    if path.is_file() and path.suffix.lower() in SLIDE_EXTENSIONS:
+                        images.setdefault(path.stem, path)
+            except OSError:  # no slides folder (now): slides are served without their image
+                images = {}
         entries = {sid: SlideEntry(sid, path, images.get(sid)) for sid, path in features.items()}
         with self._lock:
             self._entries = entries
+            self.problem = problem
             self._scanned_at = time.monotonic()
 
     def list(self) -> list[SlideEntry]:
@@ -74,31 +90,3 @@ class SlideRegistry:
             return False
         self.rescan()
         return True
-
-
-class LRUCache:
-    """A small thread-safe LRU mapping (OrderedDict under a lock)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any | None:
-        with self._lock:
-            if key not in self._data:
-                return None
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key: Any, value: Any) -> None:
-        if self.maxsize <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)

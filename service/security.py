@@ -1,12 +1,16 @@
-"""Request guards as pure ASGI middleware: the optional API key and the upload size limit.
+"""Request guards as pure ASGI middleware: the optional API key, the upload size limit, slow bodies.
 
 Middleware rather than a route dependency so that every route is covered, including static files,
-the viewer page and the OpenAPI docs.
+the viewer page and the OpenAPI docs. :class:`RedactKeyFilter` keeps ``?api_key=`` out of the access log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import secrets
+import time
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException
@@ -43,7 +47,7 @@ class ApiKeyMiddleware:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [None])[0]
         if scope["path"] == "/" and self._valid(query):
             response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, query, httponly=True, samesite="strict")
+            response.set_cookie(COOKIE, query, httponly=True, samesite="strict", secure=_https(scope))
             await response(scope, receive, send)
             return
         response = JSONResponse(
@@ -88,3 +92,73 @@ class UploadLimitMiddleware:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
+
+
+class SlowBodyMiddleware:
+    """408 for request bodies that stall or trickle, so they cannot hold connections open indefinitely.
+
+    Each piece of a body must arrive within ``idle_timeout_s``; once ``idle_timeout_s`` has passed since
+    the first read, the body must also have averaged ``min_rate`` bytes/s (1 byte/s fails, a slow link
+    does not).
+    """
+
+    def __init__(self, app: ASGIApp, idle_timeout_s: float, min_rate: int) -> None:
+        self.app = app
+        self.idle_timeout_s = idle_timeout_s
+        self.min_rate = min_rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        started: float | None = None
+        seen = 0
+
+        async def timed() -> Message:
+            nonlocal started, seen
+            now = time.monotonic()
+            started = now if started is None else started
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout_s)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body stalled: no data for {self.idle_timeout_s:g} s") from None
+            seen += len(message.get("body", b""))
+            elapsed = time.monotonic() - started
+            if message.get("more_body") and elapsed > self.idle_timeout_s and seen < self.min_rate * elapsed:
+                raise HTTPException(408, f"request body too slow: {seen} bytes in {elapsed:.0f} s "
+                                         f"(at least {self.min_rate} bytes/s needed)")
+            return message
+
+        await self.app(scope, timed, send)
+
+
+def _https(scope: Scope) -> bool:
+    """Whether the client reached us over HTTPS: the scheme, or a proxy's X-Forwarded-Proto."""
+    if scope.get("scheme") == "https":
+        return True
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-proto":
+            return value.split(b",")[0].strip().lower() == b"https"
+    return False
+
+
+_KEY_IN_QUERY = re.compile(r"(?i)([?&]api_key=)[^&\s\"]*")
+
+
+class RedactKeyFilter(logging.Filter):
+    """Replace the value of ``api_key=`` in log records (uvicorn's access log prints the query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any("api_key=" in str(arg).lower() for arg in record.args):
+            record.args = tuple(_KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str) and "api_key=" in record.msg.lower():
+            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Add :class:`RedactKeyFilter` to uvicorn's loggers once (call after uvicorn configured logging)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKeyFilter) for f in logger.filters):
+            logger.addFilter(RedactKeyFilter())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -13,13 +12,11 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
-from acmil.features import FeatureFileError, read_features
-
 from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
 from ..engine import Engine, SlideResult
 from ..errors import BadInput, TooLarge
 from ..schemas import Attention, AttentionSummary, Health, ModelInfo, Prediction, TileScore, UploadPrediction
-from ..uploads import check_upload
+from ..uploads import decode_upload, limits_for, upload_stem
 
 router = APIRouter(tags=["predictions"])
 COPY_CHUNK = 1024 * 1024
@@ -164,12 +161,16 @@ def predict_upload(
     file: Annotated[UploadFile, File(description="a feature file (.h5, format 1 or CLAM/TRIDENT)")],
     top_k: TopK = None,
 ) -> UploadPrediction:
-    """Predict an uploaded feature file: the same prediction and attention as for a served slide."""
-    name = Path(file.filename or "upload.h5").name
-    # The stem becomes the slide id; keep it to safe characters (it is only ever a temp file name).
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem).lstrip(".") or "upload"
+    """Predict an uploaded feature file: the same prediction and attention as for a served slide.
+
+    Refused (422) before any data is read when the file's metadata declares another width than the
+    model's, more tiles than ``max_upload_tiles`` or more decoded bytes than ``max_upload_feature_bytes``;
+    503 when ``max_concurrent_uploads`` uploads are being decoded already.
+    """
+    name = Path(file.filename or "upload.h5").name[:255]
+    limits = limits_for(settings, engine.loaded.card.in_dim)
     with tempfile.TemporaryDirectory(prefix="acmil-upload-") as tmp:
-        path = Path(tmp) / f"{stem}.h5"
+        path = Path(tmp) / f"{upload_stem(name)}.h5"
         with path.open("wb") as out:
             copied = 0
             while chunk := file.file.read(COPY_CHUNK):
@@ -177,12 +178,10 @@ def predict_upload(
                 if copied > settings.max_upload_bytes:
                     raise TooLarge(f"upload larger than the limit of {settings.max_upload_bytes} bytes")
                 out.write(chunk)
-        check_upload(path, name, settings.max_upload_tiles)
-        try:
-            feats = read_features(path)
-        except FeatureFileError as err:
-            raise BadInput(str(err).replace(str(path), name)) from err
-    result = engine.predict_features(feats)
+        with engine.upload_slots.hold():
+            feats = decode_upload(path, name, limits)
+            result = engine.predict_features(feats)
+            del feats
     fields = build_prediction(engine, result, False, top_k or settings.default_top_k)
     return UploadPrediction(
         **fields, coords=result.coords.tolist(), scores=result.prediction.mean_attention.astype(float).tolist()

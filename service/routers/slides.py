@@ -9,17 +9,17 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ..dependencies import BranchDep, EngineDep, SlideDep
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..schemas import SlideMetadata, SlideSummary
 
 router = APIRouter(prefix="/slides", tags=["slides"])
-_TILE = re.compile(r"^(\d{1,6})_(\d{1,6})\.(jpeg|jpg|png)$")
+_TILE = re.compile(r"([0-9]{1,6})_([0-9]{1,6})\.(jpeg|jpg|png)", re.ASCII)  # ASCII: no '٣' read as 3
 CACHE_TILES = {"Cache-Control": "private, max-age=3600"}
 XML = "application/xml"
 
 
 def _address(tile: str, formats: tuple[str, ...]) -> tuple[int, int]:
-    match = _TILE.match(tile)
+    match = _TILE.fullmatch(tile)
     if not match or match.group(3) not in formats:
         raise NotFound(f"bad tile name {tile!r} (expected COL_ROW.{formats[0]})")
     return int(match.group(1)), int(match.group(2))
@@ -29,7 +29,10 @@ def _address(tile: str, formats: tuple[str, ...]) -> tuple[int, int]:
 def list_slides(engine: EngineDep) -> list[SlideSummary]:
     """Slides that have a feature file, whether their image is present, and any problem with the file."""
     out = []
-    for entry in engine.registry.list():
+    entries = engine.registry.list()
+    if engine.registry.problem:
+        raise Unavailable(engine.registry.problem, retry_after_s=5)
+    for entry in entries:
         n_tiles, error = engine.summary(entry)
         out.append(SlideSummary(slide_id=entry.slide_id, has_image=entry.image_path is not None,
                                 n_tiles=n_tiles, error=error))

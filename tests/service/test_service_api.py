@@ -104,7 +104,7 @@ def test_corrupt_and_mismatched_files_fail_for_that_slide_only(client):
 
 def test_a_broken_slide_image_leaves_the_prediction_working(client):
     meta = client.get(f"{API}/slides/bad_image").json()
-    assert meta["has_image"] is False and "cannot open slide image bad_image.svs" in meta["image_error"]
+    assert meta["has_image"] is False and "cannot open the slide image" in meta["image_error"]
     assert client.get(f"{API}/slides/bad_image/prediction").status_code == 200
     assert client.get(f"{API}/slides/bad_image/heatmap.png", params={"max_size": 64}).status_code == 200
     dzi = client.get(f"{API}/slides/bad_image/slide.dzi")
