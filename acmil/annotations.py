@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -194,9 +195,11 @@ def _measurements(props: dict) -> dict[str, float]:
     out = {}
     for k, v in items:
         try:
-            out[str(k)] = float(v)
+            number = float(v)
         except (TypeError, ValueError):
             continue
+        if math.isfinite(number):  # QuPath writes NaN as "NaN"; JSON (and we) have no such number
+            out[str(k)] = number
     return out
 
 
@@ -301,3 +304,27 @@ def parse_classes(value: str | Sequence[str] | None) -> list[str]:
         return []
     items = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
     return [s.strip() for s in items if s.strip()]
+
+
+def _default_color(name: str) -> tuple[int, int, int]:
+    """A stable colour for a class given without one (QuPath reads a classification only with a colour)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return (64 + digest[0] % 160, 64 + digest[1] % 160, 64 + digest[2] % 160)
+
+
+def to_feature_collection(found: AnnotationSet, slide_id: str) -> dict:
+    """The usable objects of a file as QuPath GeoJSON again: repaired, clipped to the slide, ids fixed."""
+    from acmil.geojson import classification, feature_collection, feature_id, geometry_mapping, object_properties
+
+    features = []
+    for a in found.annotations:
+        klass = None
+        if a.class_names:
+            name = a.classification
+            klass = classification(name, a.color or _default_color(name))
+        object_type = a.object_type if a.object_type in ("annotation", "detection", "tile", "cell", "tmaCore") \
+            else "annotation"
+        props = object_properties(object_type, dict(a.measurements), False, name=a.name, klass=klass)
+        features.append({"type": "Feature", "id": feature_id(slide_id, "annotation", a.index),
+                         "geometry": geometry_mapping(a.geometry), "properties": props})
+    return feature_collection(features)

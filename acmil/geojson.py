@@ -136,7 +136,7 @@ def classification(name: str, color: Color, legacy: bool = False) -> dict:
     return {"name": name, "color": [int(c) for c in color]}
 
 
-def _properties(object_type: str, measurements: dict[str, float], legacy: bool, *, name: str | None = None,
+def object_properties(object_type: str, measurements: dict[str, float], legacy: bool, *, name: str | None = None,
                 klass: dict | None = None, metadata: dict[str, str] | None = None) -> dict:
     props: dict[str, Any] = {("object_type" if legacy else "objectType"): object_type}
     if name is not None:
@@ -204,7 +204,7 @@ def attention_features(
         measurements = {"attention": mean_list[i]}
         measurements |= {f"attention_branch_{m}": b[i] for m, b in enumerate(branches)}
         measurements["attention_rank"] = rank_list[i]
-        props = _properties(object_type, measurements, legacy, klass=top if rank_list[i] <= top_k else None,
+        props = object_properties(object_type, measurements, legacy, klass=top if rank_list[i] <= top_k else None,
                             metadata={"tile_index": str(i)})
         features.append({"type": "Feature", "id": feature_id(slide_id, "tile", i),
                          "geometry": {"type": "Polygon", "coordinates": ring}, "properties": props})
@@ -231,7 +231,7 @@ def tissue_features(
     klass = classification(TISSUE_CLASS, TISSUE_COLOR, legacy)
     for i, piece in enumerate(pieces):
         measurements = {"area_mm2": piece.area * mpp * mpp / 1e6} if mpp else {}
-        props = _properties("annotation", measurements, legacy, name=f"tissue {i + 1}", klass=klass,
+        props = object_properties("annotation", measurements, legacy, name=f"tissue {i + 1}", klass=klass,
                             metadata={"slide_id": slide_id})
         features.append({"type": "Feature", "id": feature_id(slide_id, "tissue", i),
                          "geometry": geometry_mapping(piece), "properties": props})
@@ -239,7 +239,7 @@ def tissue_features(
     fractions = None if tissue_fraction is None else np.asarray(tissue_fraction, dtype=np.float64).tolist()
     for i, ring in enumerate(_ring_lists(tile_boxes(coords, patch_size_level0))):
         measurements = {} if fractions is None else {"tissue_fraction": fractions[i]}
-        props = _properties("tile", measurements, legacy, metadata={"tile_index": str(i)})
+        props = object_properties("tile", measurements, legacy, metadata={"tile_index": str(i)})
         features.append({"type": "Feature", "id": feature_id(slide_id, "tile", i),
                          "geometry": {"type": "Polygon", "coordinates": ring}, "properties": props})
     return feature_collection(features)
