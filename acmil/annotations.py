@@ -223,7 +223,8 @@ def _geometry(geom_dict: dict, label: str, source: str, warnings: list[str]) -> 
     if kind not in AREA_TYPES:
         raise AnnotationError(f"{source}: {label}: unknown geometry type {kind!r} (expected Polygon or MultiPolygon)")
     try:
-        geom = shapely.geometry.shape(geom_dict)
+        with np.errstate(invalid="ignore"):  # NaN coordinates: reported just below, not as a numpy warning
+            geom = shapely.geometry.shape(geom_dict)
     except (GEOSException, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
         raise AnnotationError(f"{source}: {label}: malformed {kind} coordinates ({err})") from err
     coords = shapely.get_coordinates(geom)

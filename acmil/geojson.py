@@ -82,7 +82,8 @@ def mask_polygons(mask: np.ndarray, level0_size: tuple[int, int]) -> list:
     """Polygons (with holes) of a bool mask covering the whole slide, in level-0 pixels.
 
     cv2 traces each region (and each hole, ``RETR_CCOMP``) through the centres of its boundary pixels;
-    shapely grows outlines and shrinks holes by half a pixel so they follow pixel edges, repairs any
+    shapely grows outlines and shrinks holes by half a pixel so they follow pixel edges (to within a pixel
+    where cv2 cuts a corner diagonally), repairs any
     self-touching outline with ``make_valid``, and the result is scaled from mask to level-0 pixels.
 
     Args:
