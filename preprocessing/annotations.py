@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from acmil.annotations import AnnotationError, find_annotation_file, parse_classes, read_annotations, tile_coverage
 
@@ -94,6 +97,8 @@ def apply_regions(grid: TileGrid, regions: RegionFilter | None, slide_id: str, d
         return grid, {**record, "n_tiles_kept": len(grid), "n_outside_roi": 0, "n_excluded": 0}
     found = read_annotations(path, dims)
     record.update(sha256=found.digest, warnings=found.warnings)
+    for warning in found.warnings:  # repaired / clipped / ignored: said now, and kept in the record
+        tqdm.write(f"acmil preprocess: warning: {slide_id}: {path.name}: {warning}", file=sys.stderr)
     patch = float(grid.patch_size_level0)
     keep = grid.coords[:, 0] >= 0  # all True
     if regions.roi_classes:

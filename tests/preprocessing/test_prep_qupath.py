@@ -96,7 +96,8 @@ def test_roi_and_excluded_classes_choose_the_tiles_and_are_recorded(ring_slides,
     tumour, pen = _square(0, 0, 1024, SIZE), _square(300, 900, 420, 1000)  # left half; a pen mark in it
     collection = {"type": "FeatureCollection", "features": [
         _qupath_feature(tumour, "Tumor", [200, 0, 0]), _qupath_feature(pen, "Pen", [0, 0, 0]),
-        _qupath_feature(_square(1500, 1500, 1600, 1600), "Stroma", [150, 200, 150])]}
+        _qupath_feature(_square(1500, 1500, 1600, 1600), "Stroma", [150, 200, 150]),
+        _qupath_feature([[[1500, 100], [1600, 200], [1600, 100], [1500, 200], [1500, 100]]], "Artifact", [0, 0, 0])]}
     (notes / "ring_a.geojson").write_text(json.dumps(collection))
     (notes / "ring_b.geojson").write_text("{ this is not json")  # ring_c has no file at all
     out = tmp_path / "out"
@@ -108,7 +109,9 @@ def test_roi_and_excluded_classes_choose_the_tiles_and_are_recorded(ring_slides,
     assert rows["ring_b"]["status"] == "failed" and "ring_b.geojson" in rows["ring_b"]["error"]
     assert "not a GeoJSON file" in rows["ring_b"]["error"]
     assert rows["ring_c"]["status"] == "failed" and "no annotation file for slide 'ring_c'" in rows["ring_c"]["error"]
-    assert "FAILED ring_b" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "FAILED ring_b" in err
+    assert "warning: ring_a: ring_a.geojson: feature #3 (Artifact): invalid Polygon (Self-intersection" in err
 
     feats = read_features(out / "features" / "ring_a.h5")
     patch = feats.coord_attrs["patch_size_level0"]
@@ -122,6 +125,7 @@ def test_roi_and_excluded_classes_choose_the_tiles_and_are_recorded(ring_slides,
     assert record["n_excluded"] >= 1 and record["n_outside_roi"] > 10
     assert record["n_tiles_tissue"] == feats.n_patches + record["n_excluded"] + record["n_outside_roi"]
     assert len(record["sha256"]) == 64
+    assert len(record["warnings"]) == 1 and "make_valid" in record["warnings"][0]
     # The QC GeoJSON shows the tiles actually kept.
     np.testing.assert_array_equal(tile_corners(validate_geojson(out / "qc" / "ring_a.geojson"))[0], feats.coords)
 
