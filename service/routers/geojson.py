@@ -24,7 +24,7 @@ from ..registry import LRUCache, SlideEntry
 
 router = APIRouter(prefix="/slides", tags=["geojson"])
 GEOJSON = "application/geo+json"
-_attention_cache = LRUCache(4)  # serialised collections: 100,000 tiles take ~2 s and ~45 MB
+_attention_cache = LRUCache(2)  # serialised collections: 100,000 tiles take ~2 s to build and ~45 MB
 
 
 def _download(filename: str) -> dict[str, str]:
