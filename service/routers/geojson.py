@@ -6,6 +6,7 @@
 - ``GET /slides/{id}/annotations.geojson``: the pathologists' annotations of the slide, when the service
   was started with ``--annotations DIR`` (``DIR/<id>.geojson``, as QuPath exports them), repaired and
   clipped to the slide; warnings about the file come in the ``X-Annotation-Warnings`` header (JSON list).
+- ``GET /annotations``: ``{"enabled": bool, "slide_ids": [...]}``, so the viewer asks only for files that exist.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from ..engine import Engine
 from ..errors import BadInput, NotFound, ServiceError
 from ..registry import LRUCache, SlideEntry
 
-router = APIRouter(prefix="/slides", tags=["geojson"])
+router = APIRouter(tags=["geojson"])
 GEOJSON = "application/geo+json"
+AS_GEOJSON = {"response_class": Response, "responses": {200: {"content": {GEOJSON: {}}}}}
 _attention_cache = LRUCache(2)  # serialised collections: 100,000 tiles take ~2 s to build and ~45 MB
 
 
@@ -54,7 +56,7 @@ def _level0_size(slide: SlideEntry, engine: Engine) -> tuple[int, int] | None:
     return size
 
 
-@router.get("/{slide_id}/attention.geojson", response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
+@router.get("/slides/{slide_id}/attention.geojson", **AS_GEOJSON)
 def attention_geojson(
     slide: SlideDep, engine: EngineDep,
     top_k: Annotated[int, Query(ge=0, le=1_000_000, description="tiles classified 'Top attention'")] = 10,
@@ -79,7 +81,19 @@ def attention_geojson(
     return Response(body, media_type=GEOJSON, headers=_download(f"{slide.slide_id}_attention.geojson"))
 
 
-@router.get("/{slide_id}/annotations.geojson", response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
+@router.get("/annotations")
+def annotations_index(engine: EngineDep, settings: SettingsDep) -> dict:
+    """Whether the service serves annotations (``--annotations DIR``), and the slides that have a file."""
+    from acmil.annotations import find_annotation_file
+
+    folder = settings.annotations_dir
+    if folder is None:
+        return {"enabled": False, "slide_ids": []}
+    ids = [e.slide_id for e in engine.registry.list() if find_annotation_file(folder, e.slide_id) is not None]
+    return {"enabled": True, "slide_ids": ids}
+
+
+@router.get("/slides/{slide_id}/annotations.geojson", **AS_GEOJSON)
 def annotations_geojson(slide: SlideDep, engine: EngineDep, settings: SettingsDep) -> Response:
     """The slide's annotations (404 without ``--annotations`` or without a file; 422 for an unusable file)."""
     from acmil.annotations import AnnotationError, find_annotation_file, read_annotations, to_feature_collection

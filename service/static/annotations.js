@@ -13,6 +13,7 @@
 
   const section = document.createElement("section");
   section.id = "annotations";
+  section.hidden = true;  // until the service says it serves annotations
   section.innerHTML = '<h2>Annotations</h2><label for="annotations-toggle">' +
     '<input id="annotations-toggle" type="checkbox" checked disabled> show over the slide</label>' +
     '<div id="annotations-info" class="muted">…</div>';
@@ -30,6 +31,10 @@
   viewer.canvas.appendChild(svg);
   let width = null;  // level-0 width of the slide drawn: world x = image x / width
   let loading = 0;
+  // Which slides have annotations: asked once, so slides without a file cost no request (and no 404).
+  const index = fetch("/api/v1/annotations").then((r) => (r.ok ? r.json() : { enabled: false, slide_ids: [] }))
+    .catch(() => ({ enabled: false, slide_ids: [] }));
+  index.then((found) => { section.hidden = !found.enabled; });
 
   function ringPath(ring) {
     return ring.map((p, i) => `${i ? "L" : "M"}${p[0]} ${p[1]}`).join(" ") + " Z";
@@ -83,6 +88,13 @@
     const id = encodeURIComponent(state.meta.slide_id);
     let text, count = 0;
     try {
+      const found = await index;
+      if (ticket !== loading) return;
+      if (!found.slide_ids.includes(state.meta.slide_id)) {
+        info.textContent = found.enabled ? "none for this slide" : "";
+        document.body.dataset.annotations = "0";
+        return;
+      }
       const response = await fetch(`/api/v1/slides/${id}/annotations.geojson`);
       if (ticket !== loading) return;
       if (response.ok) {
@@ -98,7 +110,7 @@
       } else {
         let detail = response.statusText;
         try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
-        text = response.status === 404 ? "none for this slide" : `not shown: ${detail}`;
+        text = `not shown: ${detail}`;
       }
     } catch (err) {
       text = `not shown: ${err.message}`;

@@ -89,9 +89,12 @@ def test_attention_geojson_bad_requests(client):
 def test_annotations_need_the_folder(client):
     response = client.get(f"{API}/slides/{POS}/annotations.geojson")
     assert response.status_code == 404 and "--annotations" in response.json()["detail"]
+    assert client.get(f"{API}/annotations").json() == {"enabled": False, "slide_ids": []}
 
 
 def test_annotations_are_served_repaired_and_clipped(annotated_client, annotations_dir):
+    index = annotated_client.get(f"{API}/annotations").json()
+    assert index["enabled"] and sorted(index["slide_ids"]) == sorted(["Biopsy 7 (ü)", POS, "synthetic_neg"])
     response = annotated_client.get(f"{API}/slides/{POS}/annotations.geojson")
     assert response.status_code == 200 and response.headers["content-type"] == "application/geo+json"
     model = validate_geojson(response.json())
