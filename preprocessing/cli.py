@@ -4,8 +4,9 @@
                      [--config configs/preprocess.yaml] [--target-mpp 0.5] [--tile-size 256] [--mpp X]
                      [--batch-size 32] [--workers N] [--shard i/n] [--devices auto|cpu|cuda:0,cuda:1]
 
-Outputs OUT/features/<slide_id>.h5, OUT/qc/<slide_id>.png and OUT/manifest.csv (one row per slide: status
-ok / skipped / failed, tiles, tissue mm², mpp, seconds, error). Exit code 0 only when no slide failed.
+Outputs OUT/features/<slide_id>.h5, OUT/qc/<slide_id>.png and .geojson (tissue and tiles for QuPath) and
+OUT/manifest.csv (one row per slide: status ok / skipped / failed, tiles, tissue mm², mpp, seconds, error).
+Exit code 0 only when no slide failed.
 A YAML --config gives defaults for any option (keys = option names, "-" or "_"); flags on the command line win.
 """
 
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from .annotations import add_region_arguments, region_filter_from_args
 from .discover import discover, parse_shard, shard
 from .extract import ExtractConfig, Extractor, SlideSource
 from .manifest import SlideResult, update_manifest
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--weights", default="pretrained", help="'pretrained' (timm hub/cache), 'random', or a file")
     enc.add_argument("--resize", default="model", help="'model' (its input size), 'none', or a side in px")
     enc.add_argument("--norm", choices=["model", "imagenet"], default="model", help="mean/std of the model or ImageNet")
+    add_region_arguments(p)  # --annotations, --roi-classes, --exclude-classes
     run = p.add_argument_group("running")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)), help="tile readers")
@@ -145,7 +148,8 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
     )
     tiling = TilingParams(args.target_mpp, args.tile_size, args.overlap, args.min_tissue)
     return ExtractConfig(
-        tissue, tiling, args.batch_size, args.workers, args.precision, args.dtype, args.mpp, args.overwrite, args.qc
+        tissue, tiling, args.batch_size, args.workers, args.precision, args.dtype, args.mpp, args.overwrite, args.qc,
+        regions=region_filter_from_args(args),
     )
 
 

@@ -23,10 +23,11 @@ import torch
 
 from acmil.features import FeatureWriter, read_meta
 
+from .annotations import RegionFilter, apply_regions, region_digest
 from .dataset import ReadJob, make_loader
 from .encoders import Encoder
 from .manifest import SlideResult
-from .qc import draw_qc, save_png
+from .qc import draw_qc, save_png, save_qc_geojson
 from .slide import Slide, open_slide
 from .tiling import TileGrid, TilingParams, plan_tiles
 from .tissue import TissueParams, segment_tissue
@@ -55,6 +56,7 @@ class ExtractConfig:
     overwrite: bool = False
     qc: bool = True
     thumb_max: int = 4096  # cap on the segmentation thumbnail's longer side
+    regions: RegionFilter | None = None  # --annotations with --roi-classes / --exclude-classes
 
 
 def _tool_version() -> str:
@@ -141,10 +143,12 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
     try:
         slide = open_slide(source.path, mpp=source.mpp, mpp_fallback=cfg.mpp_fallback)
         digest = params_hash(cfg, encoder, slide.mpp, source.path.stat().st_size)
+        digest = region_digest(digest, cfg.regions, source.slide_id)  # unchanged without --annotations
         final = out / "features" / f"{source.slide_id}.h5"
         leftovers = [
             *final.parent.glob(f".{source.slide_id}.h5.*.partial"),  # left by a killed run
             *(out / "qc").glob(f".{source.slide_id}.png.*.partial.png"),
+            *(out / "qc").glob(f".{source.slide_id}.geojson.*.partial"),
         ]
         for stale in leftovers:
             stale.unlink(missing_ok=True)
@@ -182,10 +186,12 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         mask, _ = segment_tissue(thumb, thumb_mpp, cfg.tissue)
         tissue_mm2 = float(mask.sum()) * thumb_mpp**2 / 1e6
         grid = plan_tiles(dims, slide.level_downsamples, slide.mpp, cfg.tiling, mask)
+        grid, regions_record = apply_regions(grid, cfg.regions, source.slide_id, dims)
         if cfg.qc:
             save_png(
                 out / "qc" / f"{source.slide_id}.png", draw_qc(thumb, mask, grid.coords, grid.patch_size_level0, dims)
             )
+            save_qc_geojson(out / "qc" / f"{source.slide_id}.geojson", mask, grid, dims, source.slide_id, slide.mpp)
         kw = dict(tissue_mm2=tissue_mm2, mpp=slide.mpp, read_level=grid.read_level, params_hash=digest)
         if not mask.any():
             return _fail(source, f"{source.path}: no tissue detected (saturation segmentation found nothing)", t0, **kw)
@@ -199,7 +205,8 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
             )
         out_size = encoder.input_size or cfg.tiling.tile_size
         return SlidePlan(
-            source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size, time.perf_counter() - t0
+            source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size, time.perf_counter() - t0,
+            extra={"annotations": regions_record} if regions_record else {},
         )
     except Exception as err:  # noqa: BLE001 - one bad slide becomes a failed row, never a crash
         return _fail(source, err, t0)
@@ -251,6 +258,7 @@ class Extractor:
             "params_hash": plan.params_hash,
             "tool_version": _tool_version(),
             "source_file": plan.source.path.name,
+            **plan.extra,  # e.g. "annotations": the --roi-classes / --exclude-classes record
         }
 
     def _plans(self, sources: Iterable[SlideSource]) -> queue.Queue:

@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", required=True, type=Path, help="folder of <slide_id>.h5 feature files")
     parser.add_argument("--slides", type=Path, default=None,
                         help="folder of slide images, matched to feature files by file stem (optional)")
+    parser.add_argument("--annotations", type=Path, default=None, metavar="DIR",
+                        help="folder of <slide_id>.geojson QuPath annotations, served as a layer (optional)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key-env", metavar="NAME", default=None,
@@ -50,6 +52,10 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
     given: dict = {"checkpoint": args.checkpoint, "features_dir": args.features}
     if args.slides is not None:
         given["slides_dir"] = args.slides
+    if args.annotations is not None:
+        if not args.annotations.is_dir():
+            raise FileNotFoundError(f"{args.annotations}: annotations folder not found")
+        given["annotations_dir"] = args.annotations
     if args.api_key_env:
         given["api_key"] = os.environ.get(args.api_key_env)
         if not given["api_key"]:

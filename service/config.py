@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     checkpoint: Path = Field(description="model checkpoint (.ckpt / .pt) written by training")
     features_dir: Path = Field(description="folder of <slide_id>.h5 feature files")
     slides_dir: Path | None = Field(None, description="folder of slide images, matched to feature files by stem")
+    annotations_dir: Path | None = Field(None, description="folder of <slide_id>.geojson annotations (QuPath)")
     api_key: SecretStr | None = Field(None, description="when set, every request needs it (header or cookie)")
     api_key_header: str = "X-API-Key"
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = CORS off")

@@ -20,7 +20,7 @@ from .config import Settings, get_settings
 from .engine import Engine
 from .errors import ServiceError
 from .registry import SlideRegistry
-from .routers import predict, slides, viewer
+from .routers import geojson, predict, slides, viewer
 from .security import ApiKeyMiddleware, SlowBodyMiddleware, UploadLimitMiddleware, install_log_redaction
 
 API_PREFIX = "/api/v1"
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, loaded: LoadedModel | None = No
     app.dependency_overrides[get_settings] = lambda: settings
     app.include_router(predict.router, prefix=API_PREFIX)
     app.include_router(slides.router, prefix=API_PREFIX)
+    app.include_router(geojson.router, prefix=API_PREFIX)  # attention and annotations for QuPath
     app.include_router(viewer.router)
     viewer.mount_assets(app, settings.viewer_assets_dir)
 

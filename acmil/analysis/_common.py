@@ -44,9 +44,17 @@ class BatchLog:
 
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # e.g. annotations repaired or clipped
 
-    def as_dict(self) -> dict[str, dict[str, str]]:
-        return {"errors": dict(self.errors), "skipped": dict(self.skipped)}
+    def warn(self, slide_id: str, messages: list[str]) -> None:
+        if messages:
+            self.warnings.setdefault(slide_id, []).extend(messages)
+
+    def as_dict(self) -> dict[str, dict]:
+        out: dict[str, dict] = {"errors": dict(self.errors), "skipped": dict(self.skipped)}
+        if self.warnings:
+            out["warnings"] = {k: list(v) for k, v in self.warnings.items()}
+        return out
 
 
 def select_slides(features_dir: str | os.PathLike, slide_ids: Sequence[str] | None = None) -> dict[str, Path]:

@@ -4,6 +4,11 @@ For every slide: ``<slide_id>_mean.png`` (mean attention over branches, the heat
 for multi-branch models, ``<slide_id>_branch<i>.png``, all drawn by :func:`acmil.heatmap.render_heatmap`
 over a thumbnail of the slide when ``--slides`` holds it (read through OpenSlide), else over a white
 canvas. ``heatmaps.json`` lists the slides, their prediction and the files written.
+
+``--format geojson`` (or ``png,geojson``) writes ``<slide_id>_attention.geojson`` instead of (or beside) the
+PNGs: one QuPath detection per tile with measurements ``attention``, ``attention_branch_<m>`` and
+``attention_rank``, the ``--top-k`` tiles classified "Top attention" (:mod:`acmil.geojson`). Drag it onto
+the slide in QuPath and colour the tiles by a measurement (Measure > Show measurement maps).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def heatmaps(
     checkpoint: str, features_dir: str, out_dir: str, slides_dir: str | None = None,
     slide_ids: Sequence[str] | None = None, max_size: int = 1024, cmap: str = "jet", alpha: float = 0.5,
     smoothing_sigma: float = 0.0, normalisation: str = "rank", branches: bool = True,
+    formats: Sequence[str] = ("png",), top_k: int = 10, geojson_legacy: bool = False,
 ) -> dict:
     """Render and write the PNGs; returns the summary also written to ``heatmaps.json``."""
     from acmil.checkpoint import load_model
@@ -79,7 +85,7 @@ def heatmaps(
             if branches and result.attention.shape[0] > 1:
                 maps |= {f"branch{i}": a for i, a in enumerate(result.attention)}
             files = []
-            for name, scores in maps.items():
+            for name, scores in (maps.items() if "png" in formats else ()):
                 image = render_heatmap(slide.coords, scores, patch, size0, background=background,
                                        max_size=max_size, cmap=cmap, alpha=alpha,
                                        smoothing_sigma=smoothing_sigma, normalisation=normalisation)
@@ -87,6 +93,8 @@ def heatmaps(
                 with atomic_path(target) as tmp:
                     image.save(tmp, format="PNG")
                 files.append(target.name)
+            if "geojson" in formats:
+                files.append(_write_geojson(out, slide, result.attention, top_k, geojson_legacy).name)
         except Exception as err:  # noqa: BLE001 - one bad slide (unreadable image, bad coords) never stops a batch
             log.errors[sid] = f"{type(err).__name__}: {err}"
             continue
@@ -95,9 +103,26 @@ def heatmaps(
                      "predicted": lm.card.class_names[predicted] if predicted < len(lm.card.class_names) else predicted,
                      "probabilities": [float(p) for p in result.probabilities]}
     summary = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "class_names": lm.card.class_names,
-               "normalisation": normalisation, "cmap": cmap, "slides": done, **log.as_dict()}
+               "normalisation": normalisation, "cmap": cmap, "formats": list(formats), "slides": done,
+               **log.as_dict()}
     write_json(out / "heatmaps.json", summary)
     return summary
+
+
+def _write_geojson(out: Path, slide, attention: np.ndarray, top_k: int, legacy: bool) -> Path:
+    """``<slide_id>_attention.geojson``: the tiles of the feature file with their attention, for QuPath."""
+    from acmil.geojson import write_attention_geojson
+
+    return write_attention_geojson(out / f"{slide.slide_id}_attention.geojson", slide.slide_id, slide.coords,
+                                   slide.patch_size_level0, attention, top_k=top_k, legacy=legacy)
+
+
+def parse_formats(value: str) -> list[str]:
+    formats = [f.strip().lower() for f in value.split(",") if f.strip()]
+    unknown = sorted(set(formats) - {"png", "geojson"})
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"--format: expected png, geojson or png,geojson, got {value!r}")
+    return formats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in tiles")
     p.add_argument("--normalisation", choices=("rank", "minmax"), default="rank", help="score scaling")
     p.add_argument("--no-branches", action="store_true", help="only the mean heatmap, no per-branch PNGs")
+    p.add_argument("--format", type=parse_formats, default=["png"], metavar="png|geojson|png,geojson",
+                   help="PNG heatmaps and/or QuPath GeoJSON (one detection per tile, attention as measurements)")
+    p.add_argument("--top-k", type=int, default=10, help="GeoJSON: tiles classified 'Top attention'")
+    p.add_argument("--geojson-legacy", action="store_true",
+                   help="GeoJSON for QuPath 0.3 and earlier (measurements as a list, colorRGB)")
     return p
 
 
@@ -121,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.slides and not Path(args.slides).is_dir():
         raise FileNotFoundError(f"{args.slides}: slides folder not found")
     s = heatmaps(args.checkpoint, args.features, args.out, args.slides, args.slide_ids, args.max_size, args.cmap,
-                 args.alpha, args.smoothing, args.normalisation, not args.no_branches)
+                 args.alpha, args.smoothing, args.normalisation, not args.no_branches, args.format, args.top_k,
+                 args.geojson_legacy)
     n_files = sum(len(d["files"]) for d in s["slides"].values())
     n_thumb = sum(not d["background"].startswith("blank") for d in s["slides"].values())
     print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {args.out}")

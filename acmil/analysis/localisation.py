@@ -1,11 +1,13 @@
 """``acmil localisation``: does attention find the tumour? Tile-level AUC against ground-truth masks.
 
-For each slide with a mask ``MASKS/<slide_id>.png``, tiles covered at least ``--threshold`` by the mask
-are positives; the score is the attention (mean over branches, and each branch). AUC is
-``sklearn.metrics.roc_auc_score`` per slide. Slides whose tiles are all one class (a normal slide, a
-slide without a mask) have no AUC and are listed as skipped. Overall figures: the mean of the
-per-slide AUCs, and a pooled AUC over all tiles with attention scaled by the slide's tile count
-(attention x N = 1 for uniform attention) so slides of different sizes are comparable.
+For each slide with a mask ``MASKS/<slide_id>.png`` (or, with ``--annotations DIR --classes Tumor``, a
+QuPath GeoJSON export ``DIR/<slide_id>.geojson``: tile coverage then comes exactly from the polygons of
+those classes), tiles covered at least ``--threshold`` by the mask are positives; the score is the
+attention (mean over branches, and each branch). AUC is ``sklearn.metrics.roc_auc_score`` per slide.
+Slides whose tiles are all one class (a normal slide, a slide without a mask) have no AUC and are listed
+as skipped. Overall figures: the mean of the per-slide AUCs, and a pooled AUC over all tiles with
+attention scaled by the slide's tile count (attention x N = 1 for uniform attention) so slides of
+different sizes are comparable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import BatchLog, iter_slides, run_model, select_slides, write_csv, write_json
-from .masks import tile_labels
+from .masks import GroundTruth
 
 
 def tile_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -31,14 +33,16 @@ def tile_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def localisation(
-    checkpoint: str, features_dir: str, masks_dir: str, out_dir: str, slide_ids: Sequence[str] | None = None,
-    threshold: float = 0.5, downsample: float | None = None,
+    checkpoint: str, features_dir: str, masks_dir: str | None, out_dir: str, slide_ids: Sequence[str] | None = None,
+    threshold: float = 0.5, downsample: float | None = None, annotations_dir: str | None = None,
+    classes: Sequence[str] = ("Tumor",),
 ) -> dict:
-    """Per-slide and overall tile AUC of attention; writes ``localisation.csv`` and ``localisation.json``."""
+    """Per-slide and overall tile AUC of attention; writes ``localisation.csv`` and ``localisation.json``.
+
+    Ground truth: ``masks_dir`` (PNG masks) or ``annotations_dir`` (GeoJSON, annotations of ``classes``)."""
     from acmil.checkpoint import load_model
 
-    if not Path(masks_dir).is_dir():
-        raise FileNotFoundError(f"{masks_dir}: masks folder not found")
+    truth = GroundTruth(masks_dir, annotations_dir, tuple(classes), threshold, downsample)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lm = load_model(checkpoint)
@@ -47,12 +51,13 @@ def localisation(
     pooled_scores, pooled_labels = [], []
     for slide in iter_slides(select_slides(features_dir, slide_ids), log):
         try:
-            labels = tile_labels(masks_dir, slide, threshold, downsample)
+            labels, warnings = truth.labels(slide)
         except ValueError as err:
             log.errors[slide.slide_id] = str(err)
             continue
+        log.warn(slide.slide_id, warnings)
         if labels is None:
-            log.skipped[slide.slide_id] = "no mask"
+            log.skipped[slide.slide_id] = "no mask" if masks_dir else "no annotations file"
             continue
         if labels.all() or not labels.any():
             log.skipped[slide.slide_id] = f"only one class ({'all' if labels.any() else 'no'} tumour tiles)"
@@ -66,7 +71,7 @@ def localisation(
         pooled_scores.append(result.mean_attention * slide.n_patches)
         pooled_labels.append(labels)
     summary: dict = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "threshold": threshold,
-                     "n_slides": len(rows)}
+                     "ground_truth": truth.describe(), "n_slides": len(rows)}
     if rows:
         summary["mean_auc"] = float(np.mean([r["auc_mean"] for r in rows]))
         summary["min_auc"] = float(np.min([r["auc_mean"] for r in rows]))
@@ -88,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
-    p.add_argument("--masks", required=True, help="folder of <slide_id>.png tumour masks")
+    truth = p.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--masks", help="folder of <slide_id>.png tumour masks")
+    truth.add_argument("--annotations", help="folder of <slide_id>.geojson QuPath exports (FeatureCollection or a "
+                                             "list of features): tumour = annotations of --classes")
+    p.add_argument("--classes", default="Tumor", help="annotation classes that are tumour, comma-separated "
+                                                      "(case-insensitive; a derived class 'Tumor: Positive' matches)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slides", nargs="+", help="slide ids to analyse (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask fraction that makes a tile tumour")
@@ -98,12 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from acmil.annotations import parse_classes
+
     s = localisation(args.checkpoint, args.features, args.masks, args.out, args.slides, args.threshold,
-                     args.mask_downsample)
+                     args.mask_downsample, args.annotations, parse_classes(args.classes))
     for row in s["slides"]:
         print(f"{row['slide_id']}: AUC {row['auc_mean']:.3f} ({row['n_tumour']}/{row['n_tiles']} tumour tiles)")
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():
         print(f"skipped {slide_id}: {why}")
+    for slide_id, notes in s.get("warnings", {}).items():
+        for note in notes:
+            print(f"warning {slide_id}: {note}")
     if s["n_slides"]:
         print(f"{s['arch']}: mean AUC {s['mean_auc']:.3f} over {s['n_slides']} slides, pooled {s['pooled_auc']:.3f}")
     else:

@@ -1,14 +1,16 @@
-"""Ground-truth tile labels from tumour masks (PNG, one per slide, at some downsample of level 0).
+"""Ground-truth tile labels from tumour masks (PNG, one per slide, at some downsample of level 0), or from
+pathologists' GeoJSON annotations of chosen classes (QuPath exports; :class:`GroundTruth`).
 
 The mask's downsample is, in order: given explicitly, stated in the PNG (text chunk ``acmil_downsample``),
 or inferred from the slide's level-0 size stored with the features (``coords.attrs['level0_width']``).
 Geometry is pure numpy: the fraction of each tile covered by the mask comes from an integral image, so it costs O(N) for
-N tiles whatever their size.
+N tiles whatever their size. With annotations the fraction is exact, from the polygons (shapely, STRtree).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,66 @@ def tile_labels(
         raise ValueError(f"{slide.slide_id}: unknown patch size (no patch_size_level0, coordinates not on a grid)")
     ds = mask_downsample(mask.shape, slide, downsample or stated)
     return tile_fractions(mask, slide.coords, int(patch), ds) >= threshold
+
+
+def slide_level0_size(slide: SlideFeatures) -> tuple[int, int] | None:
+    """Level-0 (width, height) stored with the features, or None (then annotations are not range-checked)."""
+    w0, h0 = slide.coord_attrs.get("level0_width"), slide.coord_attrs.get("level0_height")
+    return (int(w0), int(h0)) if w0 and h0 else None
+
+
+def annotation_tile_labels(
+    annotations_dir: str | os.PathLike, slide: SlideFeatures, classes: list[str], threshold: float = 0.5,
+    missing_is_negative: bool = False,
+) -> tuple[np.ndarray | None, list[str]]:
+    """(N,) bool tumour label per tile from ``<slide_id>.geojson`` (area inside annotations of ``classes`` >=
+    ``threshold``), or None without a file; and the file's warnings. Raises ValueError for an unusable file."""
+    from acmil.annotations import find_annotation_file, read_annotations, tile_coverage
+
+    path = find_annotation_file(annotations_dir, slide.slide_id)
+    if path is None:
+        return (np.zeros(slide.n_patches, dtype=bool) if missing_is_negative else None), []
+    patch = slide.patch_size_level0
+    if not patch:
+        raise ValueError(f"{slide.slide_id}: unknown patch size (no patch_size_level0, coordinates not on a grid)")
+    found = read_annotations(path, slide_level0_size(slide))
+    warnings = list(found.warnings)
+    if not found.select(classes):
+        counts = found.class_counts()
+        listing = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+        warnings.append(f"{path.name}: no annotation of class {', '.join(classes)} (classes in the file: {listing})")
+    coverage = tile_coverage(slide.coords, patch, found.region(classes))
+    return coverage >= threshold, warnings
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Where tile labels come from: PNG masks (``masks_dir``) or GeoJSON annotations of ``classes``."""
+
+    masks_dir: str | None = None
+    annotations_dir: str | None = None
+    classes: tuple[str, ...] = ("Tumor",)
+    threshold: float = 0.5
+    downsample: float | None = None  # masks only
+    missing_is_negative: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.masks_dir) == bool(self.annotations_dir):
+            raise ValueError("give exactly one of --masks and --annotations")
+        folder = self.masks_dir or self.annotations_dir
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{folder}: {'masks' if self.masks_dir else 'annotations'} folder not found")
+        if self.annotations_dir and not self.classes:
+            raise ValueError("--classes: name at least one annotation class (e.g. Tumor)")
+
+    def labels(self, slide: SlideFeatures) -> tuple[np.ndarray | None, list[str]]:
+        """(N,) bool labels or None (no mask / annotation file), and warnings about the source file."""
+        if self.masks_dir:
+            return tile_labels(self.masks_dir, slide, self.threshold, self.downsample, self.missing_is_negative), []
+        return annotation_tile_labels(self.annotations_dir, slide, list(self.classes), self.threshold,
+                                      self.missing_is_negative)
+
+    def describe(self) -> dict:
+        if self.masks_dir:
+            return {"masks": str(self.masks_dir)}
+        return {"annotations": str(self.annotations_dir), "classes": list(self.classes)}

@@ -3,8 +3,9 @@
 Each point is one tile, embedded by the model's instance layer (``model.embed_instances``). Panels:
 coloured by attention (the tile's rank within its slide, as raw weights shrink with slide size), by the
 branch that attends to the tile most (ACMIL's branches should look at different tiles), and, with
-``--masks``, by the ground-truth tumour label. Large slides are sub-sampled with a fixed seed; the
-command says how many points it drew. Writes ``umap.png``, ``umap.csv`` (the 2-D points) and ``umap.json``.
+``--masks`` (PNG) or ``--annotations DIR --classes Tumor`` (QuPath GeoJSON), by the ground-truth tumour
+label. Large slides are sub-sampled with a fixed seed; the command says how many points it drew. Writes
+``umap.png``, ``umap.csv`` (the 2-D points) and ``umap.json``.
 """
 
 from __future__ import annotations
@@ -76,13 +77,17 @@ def plot_umap(xy: np.ndarray, attention_rank: np.ndarray, branch: np.ndarray, tr
 def umap_analysis(
     checkpoint: str, features_dir: str, out_dir: str, slide_ids: Sequence[str] | None = None,
     masks_dir: str | None = None, max_points_per_slide: int = 1000, seed: int = 0, threshold: float = 0.5,
+    annotations_dir: str | None = None, classes: Sequence[str] = ("Tumor",),
 ) -> dict:
     """Embed, sub-sample, run UMAP and write ``umap.png``, ``umap.csv`` and ``umap.json`` into ``out_dir``."""
     from acmil.checkpoint import load_model
     from acmil.inference import instance_embeddings, predict_bag
 
-    from .masks import tile_labels
+    from .masks import GroundTruth
 
+    with_truth = masks_dir is not None or annotations_dir is not None
+    truth_source = GroundTruth(masks_dir, annotations_dir, tuple(classes), threshold,
+                               missing_is_negative=True) if with_truth else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lm = load_model(checkpoint)
@@ -91,18 +96,18 @@ def umap_analysis(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("emb", "rank", "att", "branch", "truth", "idx")}
     ids: list[str] = []
     drawn: dict[str, dict[str, int]] = {}
-    with_truth = masks_dir is not None
     for slide in iter_slides(select_slides(features_dir, slide_ids), log):
         if slide.n_patches == 0:
             log.skipped[slide.slide_id] = "no tiles"
             continue
         truth = None
-        if with_truth:
+        if truth_source is not None:
             try:
-                truth = tile_labels(masks_dir, slide, threshold, missing_is_negative=True)
+                truth, warnings = truth_source.labels(slide)
             except ValueError as err:
                 log.errors[slide.slide_id] = str(err)
                 continue
+            log.warn(slide.slide_id, warnings)
         idx = subsample(slide.n_patches, max_points_per_slide, rng)
         pred = predict_bag(lm.model, slide.features)
         parts["emb"].append(instance_embeddings(lm.model, slide.features[idx]))
@@ -136,7 +141,8 @@ def umap_analysis(
         "checkpoint": str(checkpoint), "arch": lm.card.arch, "seed": seed,
         "max_points_per_slide": max_points_per_slide, "n_points": len(ids),
         "n_tiles_total": sum(d["n_tiles"] for d in drawn.values()), "slides": drawn,
-        "coloured_by": ["attention_rank", "branch"] + (["tumour"] if truth is not None else []), **log.as_dict(),
+        "coloured_by": ["attention_rank", "branch"] + (["tumour"] if truth is not None else []),
+        **({"ground_truth": truth_source.describe()} if truth_source else {}), **log.as_dict(),
     }
     write_json(out / "umap.json", summary)
     return summary
@@ -148,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slides", nargs="+", help="slide ids to embed (default: all)")
-    p.add_argument("--masks", help="folder of <slide_id>.png tumour masks: colour tiles by ground truth "
-                                   "(slides without a mask count as normal)")
+    truth = p.add_mutually_exclusive_group()
+    truth.add_argument("--masks", help="folder of <slide_id>.png tumour masks: colour tiles by ground truth "
+                                       "(slides without a mask count as normal)")
+    truth.add_argument("--annotations", help="folder of <slide_id>.geojson QuPath exports: ground truth = "
+                                             "annotations of --classes (slides without a file count as normal)")
+    p.add_argument("--classes", default="Tumor", help="annotation classes that are tumour, comma-separated")
     p.add_argument("--max-points-per-slide", type=int, default=1000, help="sub-sample larger slides (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sub-sampling and of UMAP")
     p.add_argument("--threshold", type=float, default=0.5, help="mask fraction that makes a tile tumour")
@@ -158,11 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from acmil.annotations import parse_classes
+
     s = umap_analysis(args.checkpoint, args.features, args.out, args.slides, args.masks,
-                      args.max_points_per_slide, args.seed, args.threshold)
+                      args.max_points_per_slide, args.seed, args.threshold, args.annotations,
+                      parse_classes(args.classes))
     print(f"drew {s['n_points']} of {s['n_tiles_total']} tiles from {len(s['slides'])} slides "
           f"(at most {args.max_points_per_slide} per slide, seed {args.seed})")
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():
         print(f"skipped {slide_id}: {why}")
+    for slide_id, notes in s.get("warnings", {}).items():
+        for note in notes:
+            print(f"warning {slide_id}: {note}")
     print(f"wrote {Path(args.out) / 'umap.png'}, umap.csv, umap.json")
     return 0
