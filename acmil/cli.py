@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("acmil.training.predict", "main", "predict slides from feature files into a CSV"),
     "import-checkpoint": ("acmil.reference", "main", "convert a reference ACMIL_GA .pth into a checkpoint"),
     "preprocess": ("acmil.preprocessing.cli", "main", "slides -> tissue -> tiles -> features (.h5)"),
+    "weights": ("acmil.preprocessing.encoders.cli", "main", "list / import / fetch / verify encoder weights (offline)"),
     "convert": ("acmil.preprocessing.convert", "main", "convert CLAM / TRIDENT / ACMIL feature files to format 1"),
     "serve": ("acmil.service.cli", "main", "serve predictions, heatmaps and the slide viewer"),
     "heatmap": ("acmil.analysis.heatmaps", "main", "write attention heatmap PNGs for a cohort"),
