@@ -106,7 +106,7 @@ class Encoder:
 def apply_transform(tiles: torch.Tensor, t: Transform) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, crop, crop): ToDtype(scale) -> Resize -> CenterCrop -> Normalize, the same
     operations torchvision.transforms.v2 performs on a float tensor."""
-    x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
+    x = tiles.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)  # as torchvision ToDtype(scale=True)
     h, w = x.shape[-2:]
     if t.resize and min(h, w) != t.resize:
         short, long = (h, w) if h <= w else (w, h)
@@ -153,7 +153,7 @@ def _override(t: Transform, resize: str | int, norm: str) -> Transform:
 def _load_recipe(recipe: Recipe, weights_arg: str, device) -> tuple[nn.Module, str | dict]:
     if weights_arg == "random":
         torch.manual_seed(0)  # reproducible "random" features (resume compares runs)
-        return build(recipe), "random"
+        return build(recipe, "meta" if torch.device(device).type == "meta" else "cpu"), "random"
     if weights_arg == "pretrained":
         path, record = resolve.locate(recipe.name, recipe, recipe.arch)
     else:

@@ -1,7 +1,7 @@
 """Is the model hub reachable? Decided once, in at most a couple of seconds, before anything waits on it.
 
 ``HF_HUB_OFFLINE`` (or ``ACMIL_OFFLINE``) set: offline, no probe. Otherwise one TCP connection to the hub's
-host (``HF_ENDPOINT`` or huggingface.co, port 443) with a short timeout; a name that does not resolve fails at
+host (``HF_ENDPOINT``'s, else huggingface.co:443) with a short timeout; a name that does not resolve fails at
 once. huggingface_hub's own retries (about a minute when there is no network) are never reached.
 """
 
@@ -17,9 +17,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _decided: list[str] = []  # the reason found by the first failed probe (go_offline), reported from then on
 
 
-def hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return urlparse(endpoint).hostname or endpoint
+def hub_address() -> tuple[str, int]:
+    """(host, port) of the hub: HF_ENDPOINT's, else huggingface.co:443."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
 def offline_reason() -> str | None:
@@ -29,16 +30,16 @@ def offline_reason() -> str | None:
     for var in ("HF_HUB_OFFLINE", "ACMIL_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"{var}={os.environ[var]}"
-    return _probe(hub_host())
+    return _probe(*hub_address())
 
 
 @lru_cache(maxsize=4)
-def _probe(host: str) -> str | None:
+def _probe(host: str, port: int) -> str | None:
     try:
-        with socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S):
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
             return None
     except OSError as err:
-        return f"no connection to {host} ({err.strerror or type(err).__name__})"
+        return f"no connection to {host}:{port} ({err.strerror or type(err).__name__})"
 
 
 def go_offline(reason: str) -> None:
