@@ -63,8 +63,8 @@ def missing_message(name: str, reason: str, recipe: Recipe | None = None, arch: 
     store = weights.entry_dir(name)
     lines = [f"encoder '{name}': pretrained weights are not in the local store ({store}) and cannot be downloaded "
              f"now ({reason})."]
-    lines.append("Where there is internet, download" + (" (gated: accept the terms on the model page first)" if gated
-                                                         else "") + ":")
+    page = f" on https://huggingface.co/{repo}" if repo else ""
+    lines.append("Where there is internet, download" + (f" (gated: accept the terms{page} first)" if gated else "") + ":")
     if url:
         lines.append(f"  {url}")
     if repo:
