@@ -60,6 +60,8 @@ def test_offline_pretrained_fails_in_seconds_with_the_whole_message(tmp_path):
 
 
 def test_offline_failure_is_immediate_in_process(tmp_store):
+    import timm  # noqa: F401 - imported first: the timing is of the resolution, not of timm's import
+
     t0 = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match=r"(?s)gated: accept the terms on https://huggingface."
                        r"co/MahmoodLab/UNI first.*co/MahmoodLab/UNI/resolve/main/pytorch_model.bin.*weights import uni_v1"):
@@ -68,7 +70,7 @@ def test_offline_failure_is_immediate_in_process(tmp_store):
         load_encoder("kaiko_vits16", "pretrained")
     with pytest.raises(WeightsUnavailable, match="timm/resnet18.a1_in1k/resolve/main/model.safetensors"):
         load_encoder("resnet18", "pretrained")  # plain timm names: the exact repository of the default tag
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 2
 
 
 def test_probe_reads_hf_endpoint(monkeypatch):
