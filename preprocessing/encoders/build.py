@@ -19,7 +19,7 @@ from .recipes import Recipe
 
 
 def _resolve(value):
-    """"timm.layers.SwiGLUPacked" -> the class; other values unchanged (recipes stay JSON-able)."""
+    """ "timm.layers.SwiGLUPacked" -> the class; other values unchanged (recipes stay JSON-able)."""
     if isinstance(value, str) and value.startswith(("timm.", "torch.")) and "." in value:
         module, _, attr = value.rpartition(".")
         return getattr(importlib.import_module(module), attr)

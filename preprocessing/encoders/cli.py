@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.action == "import":
             stored = weights.import_weights(args.name, args.path)
-            print(f"{args.name}: stored {stored.path} (sha256 {stored.sha256}); "
-                  f"use --encoder {args.name} --weights pretrained")
+            print(
+                f"{args.name}: stored {stored.path} (sha256 {stored.sha256}); "
+                f"use --encoder {args.name} --weights pretrained"
+            )
             return 0
         if args.action == "fetch":
             stored = resolve.fetch(args.name)

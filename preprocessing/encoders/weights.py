@@ -122,13 +122,16 @@ def import_weights(name: str, src: Path, source: str | None = None) -> StoredWei
         with atomic_path(dest / item.name) as tmp:
             shutil.copyfile(item, tmp)
         files[item.name] = {"sha256": sha256_file(dest / item.name), "bytes": (dest / item.name).stat().st_size}
-    write_json(dest / MANIFEST, {
-        "name": name,
-        "weights_file": path.name,
-        "files": files,
-        "source": source or str(path),
-        "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    write_json(
+        dest / MANIFEST,
+        {
+            "name": name,
+            "weights_file": path.name,
+            "files": files,
+            "source": source or str(path),
+            "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return StoredWeights(name, dest / path.name, files[path.name]["sha256"], source or str(path))
 
 
@@ -143,9 +146,15 @@ def verify(name: str) -> tuple[bool, str]:
             return False, f"{path}: missing (acmil weights import {name} FILE)"
         digest = sha256_file(path)
         if digest != info["sha256"]:
-            return False, f"{path}: sha256 {digest[:12]}… differs from the recorded {info['sha256'][:12]}… " \
-                f"(file changed or corrupt: acmil weights import {name} FILE again)"
-    return True, f"{name}: {', '.join(man['files'])} verified (sha256 {man['files'][man['weights_file']]['sha256'][:12]}…)"
+            return (
+                False,
+                f"{path}: sha256 {digest[:12]}… differs from the recorded {info['sha256'][:12]}… "
+                f"(file changed or corrupt: acmil weights import {name} FILE again)",
+            )
+    return (
+        True,
+        f"{name}: {', '.join(man['files'])} verified (sha256 {man['files'][man['weights_file']]['sha256'][:12]}…)",
+    )
 
 
 def stored_names() -> list[str]:

@@ -154,13 +154,15 @@ def test_transform_applied_by_preprocessing_is_the_recipes(name, shared_slides):
     tile = read_tile(slide, 900, 700, 0, 256, 256)  # (256, 256, 3) uint8, as the readers deliver it
     slide.close()
     assert tile.std() > 10  # tissue, not background
-    reference = v2.Compose([
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Resize(t.resize, interpolation=InterpolationMode(t.interpolation), antialias=True),
-        v2.CenterCrop(t.crop),
-        v2.Normalize(list(t.mean), list(t.std)),
-    ])(torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1))
+    reference = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize(t.resize, interpolation=InterpolationMode(t.interpolation), antialias=True),
+            v2.CenterCrop(t.crop),
+            v2.Normalize(list(t.mean), list(t.std)),
+        ]
+    )(torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1))
     enc = load_encoder(name, "random", device="meta")  # the model on meta: the transform is what is tested
     got = enc.preprocess(torch.from_numpy(tile)[None])[0]
     assert got.shape == reference.shape == (3, t.crop, t.crop)

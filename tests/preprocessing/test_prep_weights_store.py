@@ -15,8 +15,7 @@ import torch
 
 from acmil.cli import main as acmil_main
 from acmil.features import provenance, read_features
-from acmil.preprocessing.encoders import RECIPES, WeightsUnavailable, load_encoder
-from acmil.preprocessing.encoders import offline
+from acmil.preprocessing.encoders import RECIPES, WeightsUnavailable, load_encoder, offline
 from acmil.preprocessing.encoders.build import skeleton
 
 
@@ -37,16 +36,32 @@ def test_offline_pretrained_fails_in_seconds_with_the_whole_message(tmp_path):
     """No HF_HUB_OFFLINE, and a hub that refuses connections: before, ~50 s of retries and a cut message naming
     timm/resnet50; now the probe decides at once."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "ACMIL_OFFLINE")}
-    env.update(HF_ENDPOINT="http://127.0.0.1:9", ACMIL_WEIGHTS_DIR=str(tmp_path / "store"),
-               HF_HOME=str(tmp_path / "hf"))
+    env.update(
+        HF_ENDPOINT="http://127.0.0.1:9", ACMIL_WEIGHTS_DIR=str(tmp_path / "store"), HF_HOME=str(tmp_path / "hf")
+    )
     slides = tmp_path / "slides"
     slides.mkdir()
     (slides / "a.svs").write_bytes(b"not read: the encoder fails first")
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "acmil", "preprocess", "--slides", str(slides), "--out", str(tmp_path / "out"),
-         "--encoder", "resnet50_trunc", "--weights", "pretrained"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "acmil",
+            "preprocess",
+            "--slides",
+            str(slides),
+            "--out",
+            str(tmp_path / "out"),
+            "--encoder",
+            "resnet50_trunc",
+            "--weights",
+            "pretrained",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 1, proc.stderr
@@ -63,8 +78,11 @@ def test_offline_failure_is_immediate_in_process(tmp_store):
     import timm  # noqa: F401 - imported first: the timing is of the resolution, not of timm's import
 
     t0 = time.perf_counter()
-    with pytest.raises(WeightsUnavailable, match=r"(?s)gated: accept the terms on https://huggingface."
-                       r"co/MahmoodLab/UNI first.*co/MahmoodLab/UNI/resolve/main/pytorch_model.bin.*weights import uni_v1"):
+    with pytest.raises(
+        WeightsUnavailable,
+        match=r"(?s)gated: accept the terms on https://huggingface."
+        r"co/MahmoodLab/UNI first.*co/MahmoodLab/UNI/resolve/main/pytorch_model.bin.*weights import uni_v1",
+    ):
         load_encoder("uni_v1", "pretrained")
     with pytest.raises(WeightsUnavailable, match=r"(?s)releases/download/0.0.1/vits16.pth.*ungated copy"):
         load_encoder("kaiko_vits16", "pretrained")
@@ -124,9 +142,26 @@ def test_feature_files_record_the_recipe(syn_cohort, tmp_path, tmp_store):
     slides = tmp_path / "in"
     slides.mkdir()
     (slides / "syn_001_tumour.tif").symlink_to(syn_cohort / "slides" / "syn_001_tumour.tif")
-    args = ["preprocess", "--slides", str(slides), "--out", str(tmp_path / "out"), "--encoder", "kaiko_vits16",
-            "--weights", "random", "--resize", "none", "--tile-size", "64", "--target-mpp", "2.0", "--no-progress",
-            "--workers", "0"]
+    args = [
+        "preprocess",
+        "--slides",
+        str(slides),
+        "--out",
+        str(tmp_path / "out"),
+        "--encoder",
+        "kaiko_vits16",
+        "--weights",
+        "random",
+        "--resize",
+        "none",
+        "--tile-size",
+        "64",
+        "--target-mpp",
+        "2.0",
+        "--no-progress",
+        "--workers",
+        "0",
+    ]
     assert acmil_main(args) == 0
     feats = read_features(tmp_path / "out" / "features" / "syn_001_tumour.h5")
     assert feats.features.shape[1] == 384
