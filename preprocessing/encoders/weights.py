@@ -78,6 +78,10 @@ def _pick_file(src: Path, recipe: Recipe | None) -> Path:
         return src
     if not src.is_dir():
         raise EncoderError(f"{src}: no such file or folder")
+    if (src / "snapshots").is_dir():  # a repository folder of the Hugging Face cache: its current snapshot
+        ref = src / "refs" / "main"
+        snaps = sorted((src / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime)
+        src = src / "snapshots" / ref.read_text().strip() if ref.is_file() else (snaps[-1] if snaps else src)
     names = recipe.weights.files if recipe else ("model.safetensors", "pytorch_model.bin")
     for fname in names:
         if fname.endswith(WEIGHT_SUFFIXES) and (src / fname).is_file():
