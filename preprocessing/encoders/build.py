@@ -139,8 +139,29 @@ def check_layout(sd: dict[str, torch.Tensor], model: nn.Module, recipe: Recipe, 
     return sd
 
 
+def load_transformers(recipe: Recipe, path: Path) -> nn.Module:
+    """A hub snapshot folder (config.json + weights) through ``from_pretrained``, which also renames the keys of
+    older checkpoints (transformers 5 calls Dinov2's ``attention.attention.query`` ``q_proj``); any missing,
+    unexpected or mismatched key is an error, as with ``strict=True``."""
+    tf = _transformers()
+    try:
+        model, info = tf.AutoModel.from_pretrained(str(path.parent), local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError) as err:
+        raise EncoderError(f"{path.parent}: cannot load recipe '{recipe.name}' with transformers ({err})") from err
+    bad = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(bad.values()):
+        parts = [f"{len(v)} {k.split('_')[0]} (first: {', '.join(map(str, v[:3]))})" for k, v in bad.items() if v]
+        raise EncoderError(
+            f"{path}: not a checkpoint of recipe '{recipe.name}' ({recipe.arch}): {'; '.join(parts)}. "
+            f"Check the files are {recipe.weights.where()}"
+        )
+    return model
+
+
 def load_checkpoint(recipe: Recipe, path: Path, device: str | torch.device = "cpu") -> nn.Module:
     """Feature extractor with the weights of ``path``, loaded with ``strict=True``."""
+    if recipe.backend == "transformers":
+        return finish(load_transformers(recipe, path).float().to(device), recipe)
     model = skeleton(recipe, "meta", config_dir=path.parent)
     sd = check_layout(read_state_dict(path), model, recipe, path)
     model.load_state_dict(sd, strict=True, assign=True)  # assign: the meta tensors become the file's

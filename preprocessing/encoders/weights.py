@@ -95,7 +95,7 @@ def _pick_file(src: Path, recipe: Recipe | None) -> Path:
 
 def check_file(name: str, path: Path) -> None:
     """Raise unless ``path`` loads into ``name``'s model with strict=True (built on meta: no memory used)."""
-    from .build import check_layout, read_state_dict, skeleton
+    from .build import check_layout, load_transformers, read_state_dict, skeleton
 
     recipe = get_recipe(name)
     if recipe is None:
@@ -104,6 +104,11 @@ def check_file(name: str, path: Path) -> None:
         if not timm.is_model(name):
             raise EncoderError(f"unknown encoder '{name}' (acmil weights list shows the recipes; or a timm name)")
         return  # timm names: timm's own loader checks the file (it drops a classifier of another size)
+    if recipe.backend == "transformers":
+        if not (path.parent / "config.json").is_file():
+            raise EncoderError(f"{path.parent}: config.json is missing (recipe '{name}' needs it beside {path.name})")
+        load_transformers(recipe, path)  # its own key renaming, then no key may be missing or left over
+        return
     model = skeleton(recipe, "meta", config_dir=path.parent)
     check_layout(read_state_dict(path), model, recipe, path)
 

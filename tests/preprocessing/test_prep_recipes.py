@@ -189,3 +189,28 @@ def test_virchow_pooling_excludes_register_tokens():
     model = build(RECIPES["virchow2"], "meta")
     assert model.n_prefix == 5  # the real recipe counts its registers
     assert pool_tokens(torch.ones(1, 4, 2), "cls", 1).shape == (1, 2)
+
+
+def test_transformers_recipe_loads_a_hub_snapshot_strictly(tmp_store, tmp_path):
+    """phikon_v2's hub layout (config.json + model.safetensors), shrunk to one block: stored, then loaded offline."""
+    transformers = pytest.importorskip("transformers", reason="phikon_v2 runs through transformers (optional)")
+    config = transformers.Dinov2Config(
+        hidden_size=1024,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        patch_size=16,
+        image_size=224,
+        layerscale_value=1e-5,
+    )
+    torch.manual_seed(8)
+    model = transformers.Dinov2Model(config)
+    snap = tmp_path / "phikon-v2"
+    model.save_pretrained(snap)  # config.json + model.safetensors, as on the hub
+    store.import_weights("phikon_v2", snap)
+    assert (tmp_store / "phikon_v2" / "config.json").is_file()
+    enc = load_encoder("phikon_v2", "pretrained")
+    tiles = torch.randint(0, 256, (2, 256, 256, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        feats = enc.model(enc.preprocess(tiles))
+        expected = model.eval()(enc.preprocess(tiles)).last_hidden_state[:, 0]  # the card's CLS embedding
+    assert feats.shape == (2, 1024) and torch.allclose(feats, expected, atol=1e-5)
