@@ -31,7 +31,8 @@ def _transformers():
         import transformers
     except ImportError as err:
         raise EncoderError(
-            "this recipe runs through Hugging Face transformers, which is not installed: pip install transformers"
+            "this recipe runs through Hugging Face transformers, which is not installed: "
+            "pip install 'acmil[transformers]'"
         ) from err
     return transformers
 
