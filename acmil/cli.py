@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calibrate": ("acmil.evaluation.temperature", "main", "fit temperature scaling on the validation split"),
     "import-checkpoint": ("acmil.reference", "main", "convert a reference ACMIL (GA or MHA) .pth into a checkpoint"),
     "preprocess": ("acmil.preprocessing.cli", "main", "slides -> tissue -> tiles -> features (.h5)"),
+    "weights": ("acmil.preprocessing.encoders.cli", "main", "list / import / fetch / verify encoder weights (offline)"),
     "convert": ("acmil.preprocessing.convert", "main", "convert CLAM / TRIDENT / ACMIL feature files to format 1"),
     "serve": ("acmil.service.cli", "main", "serve predictions, heatmaps and the slide viewer"),
     "heatmap": ("acmil.analysis.heatmaps", "main", "write attention heatmap PNGs for a cohort"),

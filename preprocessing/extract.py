@@ -252,6 +252,7 @@ class Extractor:
             "encoder": self.encoder.name,
             "encoder_weights": self.encoder.weights_record(),
             "transform": self.encoder.transform_record(),
+            "encoder_recipe": self.encoder.recipe_record(),
             "tissue_params": self.cfg.tissue.as_dict(),
             "tiling_params": self.cfg.tiling.as_dict(),
             "tissue_mm2": plan.tissue_mm2,

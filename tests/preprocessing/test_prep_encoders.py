@@ -1,4 +1,5 @@
-"""timm encoders: dimensions, truncated ResNet-50, weights files, clear errors, recorded transform."""
+"""Plain timm encoders: dimensions, truncated ResNet-50, weights files, clear errors, recorded transform.
+(The named recipes and the weights store: test_prep_recipes.py, test_prep_weights_store.py.)"""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_safetensors_file(tmp_path):
 def test_errors(tmp_path):
     with pytest.raises(EncoderError, match="unknown encoder 'resnet18x'"):
         load_encoder("resnet18x", "random")
-    with pytest.raises(EncoderError, match="--weights FILE"):
+    with pytest.raises(EncoderError, match="--weights /path/to/the/file"):
         load_encoder("resnet18", "pretrained")  # offline (HF_HUB_OFFLINE=1): says how to supply weights
     with pytest.raises(EncoderError, match="not found"):
         load_encoder("resnet18", str(tmp_path / "missing.pth"))
