@@ -21,12 +21,13 @@ from fastapi.responses import Response
 from ..dependencies import EngineDep, SettingsDep, SlideDep
 from ..engine import Engine
 from ..errors import BadInput, NotFound, ServiceError
-from ..registry import LRUCache, SlideEntry
+from ..caches import LockedLRU
+from ..registry import SlideEntry
 
 router = APIRouter(tags=["geojson"])
 GEOJSON = "application/geo+json"
 AS_GEOJSON = {"response_class": Response, "responses": {200: {"content": {GEOJSON: {}}}}}
-_attention_cache = LRUCache(2)  # serialised collections: 100,000 tiles take ~2 s to build and ~45 MB
+_attention_cache = LockedLRU(2)  # serialised collections: 100,000 tiles take ~2 s to build and ~45 MB
 
 
 def _download(filename: str) -> dict[str, str]:
