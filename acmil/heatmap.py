@@ -30,8 +30,36 @@ from PIL import Image
 NORMALISATIONS = ("rank", "percentile", "minmax")
 BLANK_RGB = (255, 255, 255)
 
+# One look for a slide everywhere: the viewer's defaults (service/static/index.html), `acmil heatmap` and the
+# demo's report. Why these: docs/DESIGN.md, "Heatmap scaling".
+DEFAULT_NORMALISATION = "rank"
+DEFAULT_CMAP = "inferno"
+DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in tiles
+DEFAULT_TRANSPARENT_BELOW = 0.5  # scaled scores under this are not drawn
+FADE_WIDTH = 0.1  # above the cut-off, opacity ramps up over this much of the scale (no hard edge)
 
-def normalise_scores(scores: np.ndarray, method: str = "rank") -> np.ndarray:
+
+def scaling_label(normalisation: str = DEFAULT_NORMALISATION, transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
+                  smoothing_sigma: float = DEFAULT_SMOOTHING) -> str:
+    """The scaling of a heatmap in words, for its legend or caption."""
+    what = ("attention rank within the slide (0 = least, 1 = most attended tile)" if normalisation != "minmax"
+            else "attention, linear from the slide's least (0) to its most (1) attended tile")
+    parts = [what]
+    if transparent_below > 0:
+        parts.append(f"below {transparent_below:g} not drawn")
+    if smoothing_sigma > 0:
+        parts.append(f"smoothed over {smoothing_sigma:g} tile")
+    return "; ".join(parts)
+
+
+def fade(value: np.ndarray, transparent_below: float) -> np.ndarray:
+    """(H, W) opacity factor in [0, 1]: 0 under the cut-off, ramping to 1 over :data:`FADE_WIDTH` above it."""
+    if transparent_below <= 0:
+        return np.ones_like(value, dtype=np.float32)
+    return np.clip((value - transparent_below) / FADE_WIDTH, 0.0, 1.0).astype(np.float32)
+
+
+def normalise_scores(scores: np.ndarray, method: str = DEFAULT_NORMALISATION) -> np.ndarray:
     """Scale attention scores to [0, 1].
 
     Args:
@@ -216,8 +244,11 @@ def _coloured(value: np.ndarray, cmap: str) -> Image.Image:
     return Image.merge("RGB", [index.point(lut[:, channel].tolist()) for channel in range(3)])
 
 
-def colourise(value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: float = 1.0) -> np.ndarray:
-    """RGBA layer of a raster: colour by ``cmap``, opacity ``alpha`` where covered, 0 elsewhere.
+def colourise(
+    value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: float = 1.0, transparent_below: float = 0.0
+) -> np.ndarray:
+    """RGBA layer of a raster: colour by ``cmap``, opacity ``alpha`` where covered (faded under
+    ``transparent_below``, see :func:`fade`), 0 elsewhere.
 
     Args:
         value: (H, W) float in [0, 1].
@@ -229,7 +260,8 @@ def colourise(value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = _coloured(value, cmap)
-    mask = Image.fromarray(np.where(covered, np.uint8(round(alpha * 255)), np.uint8(0)), mode="L")
+    opacity = np.where(covered, alpha * fade(value, transparent_below) * 255.0 + 0.5, 0.0)
+    mask = Image.fromarray(opacity.astype(np.uint8), mode="L")
     rgb.putalpha(mask)
     return np.asarray(rgb)
 
@@ -253,7 +285,8 @@ def render_overlay(
     cmap: str = "jet",
     alpha: float = 1.0,
     smoothing_sigma: float = 0.0,
-    normalisation: str = "rank",
+    normalisation: str = DEFAULT_NORMALISATION,
+    transparent_below: float = 0.0,
 ) -> Image.Image:
     """The coloured attention layer alone: RGBA, transparent where there is no tile.
 
@@ -265,7 +298,7 @@ def render_overlay(
     value, covered = rasterise(
         coords, normalise_scores(scores, normalisation), patch_size_level0, level0_size, size, smoothing_sigma
     )
-    return Image.fromarray(colourise(value, covered, cmap, alpha), mode="RGBA")
+    return Image.fromarray(colourise(value, covered, cmap, alpha, transparent_below), mode="RGBA")
 
 
 def render_heatmap(
@@ -278,7 +311,8 @@ def render_heatmap(
     cmap: str = "jet",
     alpha: float = 0.5,
     smoothing_sigma: float = 0.0,
-    normalisation: str = "rank",
+    normalisation: str = DEFAULT_NORMALISATION,
+    transparent_below: float = 0.0,
 ) -> Image.Image:
     """Attention heatmap blended over a background (a slide thumbnail, or a blank white canvas).
 
@@ -293,6 +327,7 @@ def render_heatmap(
         alpha: heatmap opacity over the background, in [0, 1].
         smoothing_sigma: Gaussian smoothing in tiles (0 = none); see :func:`rasterise`.
         normalisation: ``"rank"``/``"percentile"`` or ``"minmax"``; see :func:`normalise_scores`.
+        transparent_below: scaled scores under this show the background only (0 = draw every tile); see :func:`fade`.
 
     Returns:
         RGB image of :func:`output_size`; pixels with no tile are exactly the background's.
@@ -311,8 +346,9 @@ def render_heatmap(
         if base.size != size:
             base = base.resize(size, Image.Resampling.BILINEAR)
     blended = Image.blend(base, _coloured(value, cmap), alpha)
-    # Only covered pixels take the blend: the background elsewhere stays byte-identical.
-    return Image.composite(blended, base, Image.fromarray(covered.astype(np.uint8) * 255, mode="L"))
+    # Only covered pixels take the blend (faded under the cut-off): the background elsewhere stays byte-identical.
+    weight = np.where(covered, fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    return Image.composite(blended, base, Image.fromarray(weight, mode="L"))
 
 
 class DeepZoomOverlay:

@@ -25,6 +25,8 @@ class ModelInfo(BaseModel):
     target_magnification: float | None = None
     tile_size: int | None = Field(None, description="tile side in pixels at the target resolution")
     checkpoint: str = Field(description="checkpoint file name")
+    training_cohort: dict[str, Any] | None = Field(
+        None, description="what the model was trained on: n_slides, classes (slides per class), encoder, description")
 
 
 class SlideSummary(BaseModel):

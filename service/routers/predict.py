@@ -56,6 +56,7 @@ def model_info(engine: EngineDep) -> ModelInfo:
         target_magnification=pick("target_magnification"),
         tile_size=int(tile) if tile is not None else None,
         checkpoint=engine.loaded.path.name if engine.loaded.path else "",
+        training_cohort=extra.get("training_cohort"),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from acmil.features import read_meta
-from acmil.service.config import DEFAULT_ASSETS
+from acmil.service import assets
 from PIL import Image
 from service_helpers import CMU, LIVE_KEY
 
@@ -28,8 +28,10 @@ READY = "document.body.dataset.state === 'ready' && !!document.body.dataset.over
 def browser():
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium not installed (apt-get install chromium); the browser test needs it")
-    if not (DEFAULT_ASSETS / "openseadragon.min.js").is_file():
-        pytest.skip(f"OpenSeadragon missing in {DEFAULT_ASSETS}: run `npm install` in the repository root")
+    try:  # what `acmil serve` does on first use: node_modules, else the user cache, else one download
+        assets.ensure_assets()
+    except assets.AssetsMissing as err:
+        pytest.fail(f"the viewer cannot get OpenSeadragon here: {err}")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -127,12 +129,3 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-no-image.png"))
     assert not page.problems, page.problems
-
-
-def test_missing_assets_page_says_to_run_npm_install(make_settings, tmp_path):
-    from acmil.service.main import create_app
-    from fastapi.testclient import TestClient
-
-    with TestClient(create_app(make_settings(viewer_assets_dir=tmp_path / "nowhere"))) as client:
-        response = client.get("/")
-    assert response.status_code == 503 and "npm install" in response.text
