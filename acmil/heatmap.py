@@ -27,24 +27,29 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-NORMALISATIONS = ("rank", "percentile", "minmax")
+NORMALISATIONS = ("log", "rank", "percentile", "minmax")
 BLANK_RGB = (255, 255, 255)
 
 # One look for a slide everywhere: the viewer's defaults (service/static/index.html), `acmil heatmap` and the
 # demo's report. Why these: docs/DESIGN.md, "Heatmap scaling".
-DEFAULT_NORMALISATION = "rank"
+DEFAULT_NORMALISATION = "log"
 DEFAULT_CMAP = "inferno"
 DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in tiles
 DEFAULT_TRANSPARENT_BELOW = 0.5  # scaled scores under this are not drawn
 FADE_WIDTH = 0.1  # above the cut-off, opacity ramps up over this much of the scale (no hard edge)
 
 
+SCALING_WORDS = {  # the viewer's legend says the same (service/static/viewer.js)
+    "log": "log attention, from the slide's median tile (0) to its most attended tile (1)",
+    "rank": "attention rank within the slide (0 = least, 1 = most attended tile)",
+    "minmax": "attention, linear from the slide's least (0) to its most (1) attended tile",
+}
+
+
 def scaling_label(normalisation: str = DEFAULT_NORMALISATION, transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
                   smoothing_sigma: float = DEFAULT_SMOOTHING) -> str:
     """The scaling of a heatmap in words, for its legend or caption."""
-    what = ("attention rank within the slide (0 = least, 1 = most attended tile)" if normalisation != "minmax"
-            else "attention, linear from the slide's least (0) to its most (1) attended tile")
-    parts = [what]
+    parts = [SCALING_WORDS["rank" if normalisation == "percentile" else normalisation]]
     if transparent_below > 0:
         parts.append(f"below {transparent_below:g} not drawn")
     if smoothing_sigma > 0:
@@ -64,12 +69,16 @@ def normalise_scores(scores: np.ndarray, method: str = DEFAULT_NORMALISATION) ->
 
     Args:
         scores: (N,) attention scores (any real values).
-        method: ``"rank"`` (alias ``"percentile"``): the score's rank among all tiles, ties averaged, so
-            the colours spread evenly whatever the distribution (attention is usually very skewed);
-            ``"minmax"``: linear from the minimum (0) to the maximum (1).
+        method: ``"log"`` (the default): the log of the score, linear from the slide's median tile (0; the
+            less attended half stays 0) to its most attended tile (1). Softmax attention is heavy-tailed,
+            so its log (the attention logit) separates the tiles the model looked at from the rest; the
+            median floor keeps a few near-zero tiles from stretching the scale. Scores <= 0 count as the
+            smallest positive float. ``"rank"`` (alias ``"percentile"``): the score's rank among all tiles,
+            ties averaged, so the colours spread evenly whatever the distribution; ``"minmax"``: linear
+            from the minimum (0) to the maximum (1). Why log is the default: docs/DESIGN.md.
 
     Returns:
-        (N,) float32 in [0, 1]. Constant scores give 0.5 everywhere with either method; one tile gives 0.5.
+        (N,) float32 in [0, 1]. Constant scores give 0.5 everywhere with any method; one tile gives 0.5.
 
     Raises:
         ValueError: unknown method, scores not 1-D, or NaN/inf in the scores.
@@ -84,6 +93,12 @@ def normalise_scores(scores: np.ndarray, method: str = DEFAULT_NORMALISATION) ->
     n = scores.size
     if n == 0:
         return np.zeros(0, dtype=np.float32)
+    if method == "log":
+        logs = np.log(np.maximum(scores, np.finfo(np.float64).tiny))
+        lo, hi = np.median(logs), logs.max()
+        if hi <= lo:
+            return np.full(n, 0.5, dtype=np.float32)
+        return np.clip((logs - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if method == "minmax":
         lo, hi = scores.min(), scores.max()
         if hi <= lo:
@@ -260,8 +275,11 @@ def colourise(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = _coloured(value, cmap)
-    opacity = np.where(covered, alpha * fade(value, transparent_below) * 255.0 + 0.5, 0.0)
-    mask = Image.fromarray(opacity.astype(np.uint8), mode="L")
+    if transparent_below > 0:
+        opacity = np.where(covered, alpha * fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    else:
+        opacity = np.where(covered, np.uint8(round(alpha * 255)), np.uint8(0))
+    mask = Image.fromarray(opacity, mode="L")
     rgb.putalpha(mask)
     return np.asarray(rgb)
 
@@ -347,7 +365,10 @@ def render_heatmap(
             base = base.resize(size, Image.Resampling.BILINEAR)
     blended = Image.blend(base, _coloured(value, cmap), alpha)
     # Only covered pixels take the blend (faded under the cut-off): the background elsewhere stays byte-identical.
-    weight = np.where(covered, fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    if transparent_below > 0:
+        weight = np.where(covered, fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    else:
+        weight = covered.astype(np.uint8) * 255
     return Image.composite(blended, base, Image.fromarray(weight, mode="L"))
 
 

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the thumbnail")
     p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
                    help="Gaussian smoothing sigma in tiles (default: %(default)s; 0 = none)")
-    p.add_argument("--normalisation", choices=("rank", "minmax"), default=DEFAULT_NORMALISATION,
+    p.add_argument("--normalisation", choices=("log", "rank", "minmax"), default=DEFAULT_NORMALISATION,
                    help="score scaling (default: %(default)s)")
     p.add_argument("--transparent-below", type=float, default=DEFAULT_TRANSPARENT_BELOW, metavar="X",
                    help="scaled scores under X are not drawn (default: %(default)s; 0 = every tile)")

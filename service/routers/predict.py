@@ -127,7 +127,7 @@ def heatmap(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
-    normalisation: Annotated[str, Query(pattern="^(rank|percentile|minmax)$")] = "rank",
+    normalisation: Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")] = "rank",
     colormap: Annotated[str, Query(max_length=64)] = "jet",
     alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
     smoothing: Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")] = 0.0,

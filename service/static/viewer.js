@@ -43,6 +43,11 @@
   // scores under the cut-off faded out: the same formula as acmil.heatmap.fade, so the viewer and
   // `acmil heatmap` (the demo's report) draw a slide the same way. Colormap and cut-off need no new render.
   const FADE_WIDTH = 0.1;
+  const SCALING_WORDS = {  // as acmil.heatmap.SCALING_WORDS
+    log: "log attention, from the slide's median tile (0) to its most attended tile (1)",
+    rank: "attention rank within the slide (0 = least, 1 = most attended tile)",
+    minmax: "attention, linear from the slide's least (0) to its most (1) attended tile",
+  };
   const luts = {};
 
   async function loadLut(name) {
@@ -270,9 +275,7 @@
     }
     ctx.clearRect(0, 0, 256, 1);
     ctx.putImageData(strip, 0, 0);
-    const scaling = $("norm-select").value === "minmax"
-      ? "attention, linear from the slide's least (0) to its most (1) attended tile"
-      : "attention rank within the slide (0 = least, 1 = most attended tile)";
+    const scaling = SCALING_WORDS[$("norm-select").value];
     const smooth = $("smooth-select").value;
     $("legend-text").textContent = `Colour = ${scaling}` + (cutoff > 0 ? `; below ${cutoff} not drawn` : "") +
       (smooth !== "0" ? `; smoothed over ${smooth} tile` : "") + ".";

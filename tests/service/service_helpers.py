@@ -55,6 +55,8 @@ def train_checkpoint(path: Path, seed: int = 0) -> Path:
         in_dim=DIM,
         class_names=CLASSES,
         encoder={"encoder": "synthetic", "mpp_target": 0.5, "patch_size": PATCH},
+        extra={"training_cohort": {"n_slides": 40, "classes": {"normal": 20, "tumour": 20}, "encoder": "synthetic",
+                                   "description": "synthetic feature bags of the service tests"}},
     )
     return save_model(path, model.eval(), card)
 

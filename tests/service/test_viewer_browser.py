@@ -83,6 +83,8 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
         page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
                                ".every(i => i.complete && i.naturalWidth)")
         assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-cmu-home.png"))  # the first view of a real H&E slide
 
     before = _viewport(page)
     tile = page.evaluate("acmil.state.prediction.top_tiles[2]")
@@ -120,12 +122,72 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
     page.select_option("#branch-select", "2")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    # The server sends the scaled score in grey; the page colours it (viridis here) and fades low scores.
     assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
-        "branch=2&colormap=viridis&normalisation=rank")
+        "branch=2&colormap=gray&normalisation=log&smoothing=1")
     assert page.inner_text("#branch-info").startswith("branch 2 alone says")
-    page.select_option("#smooth-select", "1")
+    page.select_option("#smooth-select", "0")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
-    assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith("&smoothing=1")
+    assert "smoothing" not in page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-no-image.png"))
     assert not page.problems, page.problems
+
+
+def _drawn_share(page) -> float:
+    """Share of the slide's area on screen that the overlay colours (the canvas is white without an image)."""
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    page.wait_for_function(SETTLED, timeout=20_000)
+    box = page.evaluate("""() => { const v = acmil.viewer.viewport, m = acmil.state.meta;
+        const r = v.viewportToViewerElementRectangle(new OpenSeadragon.Rect(0, 0, 1, m.height / m.width));
+        const o = document.getElementById('osd').getBoundingClientRect();
+        acmil.viewer.navigator.element.style.display = 'none';
+        return {x: o.left + r.x, y: o.top + r.y, width: r.width, height: r.height}; }""")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+    x0, y0 = int(box["x"]) + 2, int(box["y"]) + 2
+    region = shot[y0:int(box["y"] + box["height"]) - 2, x0:int(box["x"] + box["width"]) - 2]
+    return float((region.min(axis=-1) < 235).mean())
+
+
+def test_viewer_defaults_read_as_a_heatmap_and_every_option_switches(page, service_data):
+    """Defaults = acmil heatmap's (the report's): log scaling, inferno, smoothing 1 tile, under 0.5 not drawn."""
+    from acmil import heatmap
+
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    defaults = page.evaluate("""() => ['colormap-select', 'norm-select', 'smooth-select', 'cutoff-select']
+        .map(id => document.getElementById(id).value)""")
+    assert defaults == [heatmap.DEFAULT_CMAP, heatmap.DEFAULT_NORMALISATION, f"{heatmap.DEFAULT_SMOOTHING:g}",
+                        f"{heatmap.DEFAULT_TRANSPARENT_BELOW:g}"]
+    assert page.inner_text("#legend-text") == f"Colour = {heatmap.scaling_label()}."
+    cohort = page.locator("#cohort-info")
+    assert "synthetic" in cohort.inner_text() and "Trained on 40 slides" in cohort.inner_text()
+    assert "synthetic" in cohort.get_attribute("class")
+
+    page.select_option("#slide-select", "synthetic_pos")  # 96 tiles covering the whole blank canvas
+    page.fill("#opacity", "100")
+    page.dispatch_event("#opacity", "input")
+    drawn = _drawn_share(page)
+    # The few planted ("tumour") tiles are drawn, the rest of the slide stays quiet: not a mosaic of every tile.
+    planted = service_data["planted"]["synthetic_pos"]
+    assert 0.5 * len(planted) / 96 < drawn < 0.3, (drawn, len(planted))
+    assert all(_drawn_at(page, 224 * (row % 12) + 112, 224 * (row // 12) + 112) for row in planted)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-defaults.png"))
+    page.select_option("#cutoff-select", "0")
+    assert "not drawn" not in page.inner_text("#legend-text")
+    assert _drawn_share(page) > 0.95  # every tile drawn again
+    page.select_option("#norm-select", "rank")
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    assert "normalisation=rank" in page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)")
+    assert "rank within the slide" in page.inner_text("#legend-text")
+    assert not page.problems, page.problems
+
+
+def _drawn_at(page, x: int, y: int) -> bool:
+    """Whether the overlay colours the screen pixel at level-0 (x, y) (no image: the canvas is white)."""
+    point = page.evaluate(f"""() => {{ const w = acmil.state.meta.width;
+        const p = acmil.viewer.viewport.pixelFromPoint(new OpenSeadragon.Point({x} / w, {y} / w), true);
+        const o = document.getElementById('osd').getBoundingClientRect();
+        return {{x: Math.round(o.left + p.x), y: Math.round(o.top + p.y)}}; }}""")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+    return bool(shot[point["y"], point["x"]].min() < 235)
