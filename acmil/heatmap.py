@@ -34,8 +34,8 @@ BLANK_RGB = (255, 255, 255)
 # demo's report. Why these: docs/DESIGN.md, "Heatmap scaling".
 DEFAULT_NORMALISATION = "log"
 DEFAULT_CMAP = "inferno"
-DEFAULT_SMOOTHING = 1.0  # Gaussian sigma in tiles
-DEFAULT_TRANSPARENT_BELOW = 0.5  # scaled scores under this are not drawn
+DEFAULT_SMOOTHING = 0.5  # Gaussian sigma in tiles: softens tile edges and still shows a single hot tile
+DEFAULT_TRANSPARENT_BELOW = 0.4  # scaled scores under this are not drawn
 FADE_WIDTH = 0.1  # above the cut-off, opacity ramps up over this much of the scale (no hard edge)
 
 

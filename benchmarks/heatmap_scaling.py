@@ -1,12 +1,12 @@
 """Which heatmap scaling shows a pathologist where the model looked? Measured on a demo run.
 
-For each scaling (rank, min-max) and a cut-off of 0.5 (scaled scores below are not drawn), over the demo's
+For each scaling (log, rank, min-max) and a cut-off (default 0.4: scaled scores below are not drawn), over the demo's
 slides with their planted tumour masks:
 
 - tumour slides: the share of tumour tiles drawn (wanted: ~all) and of the other tiles drawn (wanted: few);
 - normal slides: the share of tiles drawn.
 
-Usage: python benchmarks/heatmap_scaling.py DEMO_OUT [--checkpoint runs/acmil/checkpoints/best.ckpt]
+Usage: python benchmarks/heatmap_scaling.py DEMO_OUT [--arch acmil|abmil] [--cutoff 0.5]
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("demo_out", type=Path)
     p.add_argument("--arch", default="acmil")
-    p.add_argument("--cutoff", type=float, default=0.5)
+    p.add_argument("--cutoff", type=float, default=0.4)
     args = p.parse_args()
     model = load_model(args.demo_out / "runs" / args.arch / "checkpoints" / "best.ckpt").model
     masks = args.demo_out / "cohort" / "masks"
     out: dict[str, dict[str, list[float]]] = {m: {"tumour_drawn": [], "other_drawn": [], "normal_drawn": [],
-                                                  "tumour_mean": [], "other_mean": []} for m in ("rank", "minmax")}
+                                                  "tumour_mean": [], "other_mean": []} for m in ("log", "rank", "minmax")}
     for path in list_feature_files(args.demo_out / "preprocess" / "features").values():
         slide = read_features(path)
         labels = tile_labels(masks, slide, missing_is_negative=True)

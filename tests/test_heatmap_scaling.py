@@ -58,4 +58,4 @@ def test_acmil_heatmap_defaults_are_the_viewers():
         heatmap.DEFAULT_NORMALISATION, heatmap.DEFAULT_CMAP, heatmap.DEFAULT_SMOOTHING,
         heatmap.DEFAULT_TRANSPARENT_BELOW)
     assert heatmap.scaling_label() == ("log attention, from the slide's median tile (0) to its most attended tile (1); "
-                                       "below 0.5 not drawn; smoothed over 1 tile")
+                                       "below 0.4 not drawn; smoothed over 0.5 tile")

@@ -53,6 +53,12 @@ def page(browser, live_server):
     context.close()
 
 
+def _saturated(screenshot: bytes) -> float:
+    """Share of strongly coloured pixels right of the sidebar (H&E and white are far less saturated)."""
+    stage = np.asarray(Image.open(io.BytesIO(screenshot)).convert("RGB"))[:, 330:].astype(int)
+    return float(((stage.max(axis=-1) - stage.min(axis=-1)) > 120).mean())
+
+
 def _viewport(page) -> dict:
     return page.evaluate("""() => { const v = acmil.viewer.viewport; const c = v.getCenter(true);
         return {x: c.x, y: c.y, zoom: v.getZoom(true)}; }""")
@@ -84,7 +90,8 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
                                ".every(i => i.complete && i.naturalWidth)")
         assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "viewer-cmu-home.png"))  # the first view of a real H&E slide
+        home = page.screenshot(path=str(ARTIFACTS / "viewer-cmu-home.png"))  # the first view of a real H&E slide
+        assert _saturated(home) > 0.001, "the default overlay draws nothing over the real slide"
 
     before = _viewport(page)
     tile = page.evaluate("acmil.state.prediction.top_tiles[2]")
@@ -101,12 +108,10 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     page.fill("#opacity", "80")
     page.dispatch_event("#opacity", "input")
     assert page.evaluate("acmil.state.overlayItem.getOpacity()") == pytest.approx(0.8)
-    page.wait_for_function(READY, timeout=30_000)
+    page.select_option("#cutoff-select", "0")  # every tile drawn: the zoomed-in view is all overlay
+    page.wait_for_function(READY + " && !!document.body.dataset.overlayLoaded", timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = page.screenshot(path=str(ARTIFACTS / "viewer.png"))
-    stage = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))[:, 330:]  # right of the sidebar
-    saturated = (stage.max(axis=-1).astype(int) - stage.min(axis=-1)) > 120
-    assert saturated.mean() > 0.02, "no heatmap colours visible in the viewer"
+    assert _saturated(page.screenshot(path=str(ARTIFACTS / "viewer.png"))) > 0.02, "no heatmap colours visible"
     assert not page.problems, page.problems
 
 
@@ -124,7 +129,7 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
     # The server sends the scaled score in grey; the page colours it (viridis here) and fades low scores.
     assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
-        "branch=2&colormap=gray&normalisation=log&smoothing=1")
+        "branch=2&colormap=gray&normalisation=log&smoothing=0.5")
     assert page.inner_text("#branch-info").startswith("branch 2 alone says")
     page.select_option("#smooth-select", "0")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
@@ -150,7 +155,7 @@ def _drawn_share(page) -> float:
 
 
 def test_viewer_defaults_read_as_a_heatmap_and_every_option_switches(page, service_data):
-    """Defaults = acmil heatmap's (the report's): log scaling, inferno, smoothing 1 tile, under 0.5 not drawn."""
+    """Defaults = acmil heatmap's (the report's): log scaling, inferno, smoothing, low scores not drawn."""
     from acmil import heatmap
 
     page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
