@@ -32,8 +32,8 @@ def main() -> None:
     args = p.parse_args()
     model = load_model(args.demo_out / "runs" / args.arch / "checkpoints" / "best.ckpt").model
     masks = args.demo_out / "cohort" / "masks"
-    out: dict[str, dict[str, list[float]]] = {m: {"tumour_drawn": [], "other_drawn": [], "normal_drawn": [],
-                                                  "tumour_mean": [], "other_mean": []} for m in ("log", "rank", "minmax")}
+    keys = ("tumour_drawn", "other_drawn", "normal_drawn", "tumour_mean", "other_mean")
+    out: dict[str, dict[str, list[float]]] = {m: {k: [] for k in keys} for m in ("log", "rank", "minmax")}
     for path in list_feature_files(args.demo_out / "preprocess" / "features").values():
         slide = read_features(path)
         labels = tile_labels(masks, slide, missing_is_negative=True)
