@@ -21,16 +21,16 @@ class EpochProgress(Callback):
 
     def __init__(self, label: str = "train", every: float = 0.1) -> None:
         self.label, self.every = label, every
-        self.start, self.next_report = 0.0, 0
+        self.start = 0.0
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self.start, self.next_report = time.perf_counter(), 0
+        self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         done, total = trainer.current_epoch + 1, int(trainer.max_epochs or 0)
-        if total <= 0 or (done < total and done < self.next_report):
+        step = max(1, round(total * self.every))
+        if total <= 0 or not (done == 1 or done % step == 0 or done == total):  # the first, every step, the last
             return
-        self.next_report = done + max(1, round(total * self.every))
         elapsed = time.perf_counter() - self.start
         left = elapsed / done * (total - done)
         print(f"[demo] {self.label}: epoch {done}/{total}, {duration(elapsed)}"
