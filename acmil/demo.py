@@ -224,9 +224,9 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
 
 def _viewer_assets() -> str | None:
     """Fetch the viewer's OpenSeadragon files now (once), so the printed `acmil serve` works at once."""
-    from acmil.service.routers.viewer import prepare_assets
+    from acmil.viewer_assets import prepare
 
-    found = prepare_assets(None, lambda line: print(f"[demo] {line}", flush=True))
+    found = prepare(None, lambda line: print(f"[demo] {line}", flush=True))
     return str(found) if found else None
 
 

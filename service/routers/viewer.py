@@ -1,6 +1,6 @@
 """The viewer: ``GET /`` serves the single-page app; its assets are mounted by :func:`mount_assets`.
 
-OpenSeadragon's files come from :mod:`acmil.service.assets` (node_modules, or the user cache, fetched once
+OpenSeadragon's files come from :mod:`acmil.viewer_assets` (node_modules, or the user cache, fetched once
 from the npm registry); until they are there, ``/`` answers a 503 page and ``/vendor/openseadragon/*`` a 503
 text, both saying what to run.
 """
@@ -18,7 +18,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from .. import assets
+from acmil import viewer_assets as assets
+
 from ..config import DEFAULT_ASSETS
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -76,14 +77,8 @@ class ViewerAssets:
 
 
 def prepare_assets(configured: Path | None, report: Callable[[str], None] = print) -> Path | None:
-    """Find or fetch the viewer's files before serving, and say what happened (``acmil serve``, ``acmil demo``)."""
-    viewer_assets = ViewerAssets(configured)
-    if viewer_assets.explicit is None and assets.find_assets() is None:
-        report(f"viewer: fetching OpenSeadragon {assets.pin().version} from the npm registry into "
-               f"{assets.cache_dir()} (once) ...")
-    found = viewer_assets.directory()
-    report(f"viewer: OpenSeadragon files in {found}" if found else f"viewer: {viewer_assets.problem}")
-    return found
+    """Find or fetch the viewer's files before serving, and say what happened (``acmil serve``)."""
+    return assets.prepare(ViewerAssets(configured).explicit, report)
 
 
 def _message_html(message: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from viewer_assets_helpers import genuine_tarball, local_registry, sri, tarball_path
 
-from acmil.service import assets
+from acmil import viewer_assets as assets
 
 MIN_JS = "package/build/openseadragon/openseadragon.min.js"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from acmil.features import read_meta
-from acmil.service import assets
+from acmil import viewer_assets as assets
 from PIL import Image
 from service_helpers import CMU, LIVE_KEY
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from viewer_assets_helpers import genuine_tarball, local_registry, tarball_path
 
-from acmil.service import assets
+from acmil import viewer_assets as assets
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -72,16 +72,16 @@ def wheel_venv(wheel, tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_the_pin_and_no_openseadragon_copy(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert "acmil/service/package-lock.json" in names and "acmil/service/assets.py" in names
+    assert "acmil/package-lock.json" in names and "acmil/viewer_assets.py" in names
     assert "acmil/service/static/index.html" in names
     assert not [n for n in names if "openseadragon.min.js" in n or "node_modules" in n]
-    lock = zipfile.ZipFile(wheel).read("acmil/service/package-lock.json")
+    lock = zipfile.ZipFile(wheel).read("acmil/package-lock.json")
     assert lock == (REPO / "package-lock.json").read_bytes()
 
 
 def test_wheel_serves_the_viewer_after_fetching_the_pinned_tarball(wheel_venv, service_data, tmp_path):
     python = wheel_venv / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import acmil.service.assets as a; print(a.__file__, a.NODE_MODULES)"],
+    where = subprocess.run([str(python), "-c", "import acmil.viewer_assets as a; print(a.__file__, a.NODE_MODULES)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert where[0].startswith(str(wheel_venv)) and not Path(where[1]).exists()  # the wheel's code, no node_modules
 

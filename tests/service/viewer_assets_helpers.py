@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from acmil.service import assets
+from acmil import viewer_assets as assets
 
 
 def npm_cache_copy(integrity: str) -> Path | None:

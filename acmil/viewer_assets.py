@@ -11,6 +11,9 @@ Public API:
     pin() -> Pin                              the lockfile's pin of OpenSeadragon
     find_assets(explicit) -> Path | None      a ready build folder, without the network
     ensure_assets(explicit, download) -> Path a ready build folder; downloads once; raises AssetsMissing
+    prepare(explicit, report) -> Path | None  ensure_assets, saying what happens (``acmil serve``, ``acmil demo``)
+
+Core, not ``acmil.service``: the demo fetches the files too, and only ``acmil serve`` imports the service.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -207,3 +211,16 @@ def ensure_assets(explicit: Path | None = None, download: bool = True, timeout: 
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return final / "build"
+
+
+def prepare(explicit: Path | None = None, report: Callable[[str], None] = print) -> Path | None:
+    """:func:`ensure_assets`, reporting a download before it starts and the outcome (or what to run) after."""
+    if explicit is None and find_assets() is None:
+        report(f"viewer: fetching OpenSeadragon {pin().version} from the npm registry into {cache_dir()} (once) ...")
+    try:
+        found = ensure_assets(explicit)
+    except AssetsMissing as err:
+        report(f"viewer: {err}")
+        return None
+    report(f"viewer: OpenSeadragon files in {found}")
+    return found
