@@ -27,21 +27,58 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-NORMALISATIONS = ("rank", "percentile", "minmax")
+NORMALISATIONS = ("log", "rank", "percentile", "minmax")
 BLANK_RGB = (255, 255, 255)
 
+# One look for a slide everywhere: the viewer's defaults (service/static/index.html), `acmil heatmap` and the
+# demo's report. Why these: docs/DESIGN.md, "Heatmap scaling".
+DEFAULT_NORMALISATION = "log"
+DEFAULT_CMAP = "inferno"
+DEFAULT_SMOOTHING = 0.5  # Gaussian sigma in tiles: softens tile edges and still shows a single hot tile
+DEFAULT_TRANSPARENT_BELOW = 0.4  # scaled scores under this are not drawn
+FADE_WIDTH = 0.1  # above the cut-off, opacity ramps up over this much of the scale (no hard edge)
 
-def normalise_scores(scores: np.ndarray, method: str = "rank") -> np.ndarray:
+
+SCALING_WORDS = {  # the viewer's legend says the same (service/static/viewer.js)
+    "log": "log attention, from the slide's median tile (0) to its most attended tile (1)",
+    "rank": "attention rank within the slide (0 = least, 1 = most attended tile)",
+    "minmax": "attention, linear from the slide's least (0) to its most (1) attended tile",
+}
+
+
+def scaling_label(normalisation: str = DEFAULT_NORMALISATION, transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
+                  smoothing_sigma: float = DEFAULT_SMOOTHING) -> str:
+    """The scaling of a heatmap in words, for its legend or caption."""
+    parts = [SCALING_WORDS["rank" if normalisation == "percentile" else normalisation]]
+    if transparent_below > 0:
+        parts.append(f"below {transparent_below:g} not drawn")
+    if smoothing_sigma > 0:
+        parts.append(f"smoothed over {smoothing_sigma:g} tile")
+    return "; ".join(parts)
+
+
+def fade(value: np.ndarray, transparent_below: float) -> np.ndarray:
+    """(H, W) opacity factor in [0, 1]: 0 under the cut-off, ramping to 1 over :data:`FADE_WIDTH` above it."""
+    if transparent_below <= 0:
+        return np.ones_like(value, dtype=np.float32)
+    return np.clip((value - transparent_below) / FADE_WIDTH, 0.0, 1.0).astype(np.float32)
+
+
+def normalise_scores(scores: np.ndarray, method: str = DEFAULT_NORMALISATION) -> np.ndarray:
     """Scale attention scores to [0, 1].
 
     Args:
         scores: (N,) attention scores (any real values).
-        method: ``"rank"`` (alias ``"percentile"``): the score's rank among all tiles, ties averaged, so
-            the colours spread evenly whatever the distribution (attention is usually very skewed);
-            ``"minmax"``: linear from the minimum (0) to the maximum (1).
+        method: ``"log"`` (the default): the log of the score, linear from the slide's median tile (0; the
+            less attended half stays 0) to its most attended tile (1). Softmax attention is heavy-tailed,
+            so its log (the attention logit) separates the tiles the model looked at from the rest; the
+            median floor keeps a few near-zero tiles from stretching the scale. Scores <= 0 count as the
+            smallest positive float. ``"rank"`` (alias ``"percentile"``): the score's rank among all tiles,
+            ties averaged, so the colours spread evenly whatever the distribution; ``"minmax"``: linear
+            from the minimum (0) to the maximum (1). Why log is the default: docs/DESIGN.md.
 
     Returns:
-        (N,) float32 in [0, 1]. Constant scores give 0.5 everywhere with either method; one tile gives 0.5.
+        (N,) float32 in [0, 1]. Constant scores give 0.5 everywhere with any method; one tile gives 0.5.
 
     Raises:
         ValueError: unknown method, scores not 1-D, or NaN/inf in the scores.
@@ -56,6 +93,12 @@ def normalise_scores(scores: np.ndarray, method: str = "rank") -> np.ndarray:
     n = scores.size
     if n == 0:
         return np.zeros(0, dtype=np.float32)
+    if method == "log":
+        logs = np.log(np.maximum(scores, np.finfo(np.float64).tiny))
+        lo, hi = np.median(logs), logs.max()
+        if hi <= lo:
+            return np.full(n, 0.5, dtype=np.float32)
+        return np.clip((logs - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     if method == "minmax":
         lo, hi = scores.min(), scores.max()
         if hi <= lo:
@@ -216,8 +259,11 @@ def _coloured(value: np.ndarray, cmap: str) -> Image.Image:
     return Image.merge("RGB", [index.point(lut[:, channel].tolist()) for channel in range(3)])
 
 
-def colourise(value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: float = 1.0) -> np.ndarray:
-    """RGBA layer of a raster: colour by ``cmap``, opacity ``alpha`` where covered, 0 elsewhere.
+def colourise(
+    value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: float = 1.0, transparent_below: float = 0.0
+) -> np.ndarray:
+    """RGBA layer of a raster: colour by ``cmap``, opacity ``alpha`` where covered (faded under
+    ``transparent_below``, see :func:`fade`), 0 elsewhere.
 
     Args:
         value: (H, W) float in [0, 1].
@@ -229,7 +275,11 @@ def colourise(value: np.ndarray, covered: np.ndarray, cmap: str = "jet", alpha: 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = _coloured(value, cmap)
-    mask = Image.fromarray(np.where(covered, np.uint8(round(alpha * 255)), np.uint8(0)), mode="L")
+    if transparent_below > 0:
+        opacity = np.where(covered, alpha * fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    else:
+        opacity = np.where(covered, np.uint8(round(alpha * 255)), np.uint8(0))
+    mask = Image.fromarray(opacity, mode="L")
     rgb.putalpha(mask)
     return np.asarray(rgb)
 
@@ -253,7 +303,8 @@ def render_overlay(
     cmap: str = "jet",
     alpha: float = 1.0,
     smoothing_sigma: float = 0.0,
-    normalisation: str = "rank",
+    normalisation: str = DEFAULT_NORMALISATION,
+    transparent_below: float = 0.0,
 ) -> Image.Image:
     """The coloured attention layer alone: RGBA, transparent where there is no tile.
 
@@ -265,7 +316,7 @@ def render_overlay(
     value, covered = rasterise(
         coords, normalise_scores(scores, normalisation), patch_size_level0, level0_size, size, smoothing_sigma
     )
-    return Image.fromarray(colourise(value, covered, cmap, alpha), mode="RGBA")
+    return Image.fromarray(colourise(value, covered, cmap, alpha, transparent_below), mode="RGBA")
 
 
 def render_heatmap(
@@ -278,7 +329,8 @@ def render_heatmap(
     cmap: str = "jet",
     alpha: float = 0.5,
     smoothing_sigma: float = 0.0,
-    normalisation: str = "rank",
+    normalisation: str = DEFAULT_NORMALISATION,
+    transparent_below: float = 0.0,
 ) -> Image.Image:
     """Attention heatmap blended over a background (a slide thumbnail, or a blank white canvas).
 
@@ -293,6 +345,7 @@ def render_heatmap(
         alpha: heatmap opacity over the background, in [0, 1].
         smoothing_sigma: Gaussian smoothing in tiles (0 = none); see :func:`rasterise`.
         normalisation: ``"rank"``/``"percentile"`` or ``"minmax"``; see :func:`normalise_scores`.
+        transparent_below: scaled scores under this show the background only (0 = draw every tile); see :func:`fade`.
 
     Returns:
         RGB image of :func:`output_size`; pixels with no tile are exactly the background's.
@@ -311,8 +364,12 @@ def render_heatmap(
         if base.size != size:
             base = base.resize(size, Image.Resampling.BILINEAR)
     blended = Image.blend(base, _coloured(value, cmap), alpha)
-    # Only covered pixels take the blend: the background elsewhere stays byte-identical.
-    return Image.composite(blended, base, Image.fromarray(covered.astype(np.uint8) * 255, mode="L"))
+    # Only covered pixels take the blend (faded under the cut-off): the background elsewhere stays byte-identical.
+    if transparent_below > 0:
+        weight = np.where(covered, fade(value, transparent_below) * 255.0 + 0.5, 0.0).astype(np.uint8)
+    else:
+        weight = covered.astype(np.uint8) * 255
+    return Image.composite(blended, base, Image.fromarray(weight, mode="L"))
 
 
 class DeepZoomOverlay:

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precompute", action="store_true",
                         help="predict every slide in the background at start-up, so first views are instant")
     parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
-                        help="OpenSeadragon's build/openseadragon folder (default: node_modules of the checkout)")
+                        help="OpenSeadragon's build/openseadragon folder (default: node_modules of a checkout, "
+                             "else fetched once from the npm registry into the user cache, as package-lock.json pins)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
     parser.add_argument("--log-level", default="info")
     return parser
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     import uvicorn
 
     from .main import create_app, load_checkpoint
-    from .routers.viewer import assets_ready
+    from .routers.viewer import prepare_assets
 
     try:  # before uvicorn, so a bad checkpoint or device is one line, not a lifespan traceback
         loaded = load_checkpoint(settings)
@@ -93,9 +94,7 @@ def main(argv: list[str]) -> int:
         print(f"acmil serve: cannot start: {text}", file=sys.stderr)
         return STARTUP_FAILED
 
-    if not assets_ready(settings.viewer_assets_dir):
-        print(f"acmil serve: note: viewer assets missing in {settings.viewer_assets_dir}; run `npm install` "
-              "in the repository root for the viewer (the REST API works without it)")
+    prepare_assets(settings.viewer_assets_dir, lambda line: print(f"acmil serve: {line}", flush=True))
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"acmil serve: warning: listening on {args.host} without an API key; anyone who can reach this "
               "port can read predictions and slides (use --api-key-env NAME)")

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from acmil.checkpoint import load_model
 from acmil.cli import main as acmil_main
 
 
@@ -51,6 +52,27 @@ def test_quick_demo(tmp_path, capsys) -> None:
     assert loc["acmil"]["mean_auc"] > 0.75, loc  # the quick size trains on a handful of slides
     assert s["metrics"]["acmil"]["test"]["auc"] >= 0.5
 
+    # Progress per stage (numbered, timed) and per tenth of the epochs with an estimate; times per stage at the end.
+    assert re.search(r"\[demo\] 2/12 preprocess \(tf_efficientnet_lite0\): [\d.]+ s \(total", printed)
+    assert re.search(r"\[demo\] train ACMIL: epoch 10/100, \d+ s, about [\d.]+ (s|min) left", printed)
+    assert "time per stage:" in printed and re.search(r"\n  total +[\d.]+ s\n", printed)
+    assert set(s["stage_seconds"]) >= {"synthetic cohort", "train ACMIL", "report", "viewer files (OpenSeadragon)"}
+
+    # The report draws heatmaps as the viewer does by default, says how, and shows its wide figures large.
+    from acmil import heatmap
+
+    drawn = json.loads((out / "analysis" / "heatmaps" / "acmil" / "heatmaps.json").read_text())
+    assert (drawn["normalisation"], drawn["cmap"], drawn["smoothing_sigma"], drawn["transparent_below"]) == (
+        heatmap.DEFAULT_NORMALISATION, heatmap.DEFAULT_CMAP, heatmap.DEFAULT_SMOOTHING,
+        heatmap.DEFAULT_TRANSPARENT_BELOW)
+    assert heatmap.scaling_label() in md  # (the HTML escapes its apostrophe)
+    assert html.count('<figure class="wide">') == 2 and "click to enlarge" in html
+
+    # The card says what the model was trained on: synthetic slides.
+    cohort = load_model(out / "runs" / "acmil" / "checkpoints" / "best.ckpt").card.extra["training_cohort"]
+    assert cohort["n_slides"] == n_slides and sum(cohort["classes"].values()) == n_slides
+    assert "SYNTHETIC" in cohort["description"] and cohort["encoder"] == "tf_efficientnet_lite0"
+
     # The viewer command names the real outputs.
     assert s["serve_command"] in printed and "acmil serve --checkpoint" in printed
     assert str(out / "runs" / "acmil" / "checkpoints" / "best.ckpt") in s["serve_command"]
@@ -61,3 +83,13 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys) -> None:
     assert acmil_main(["demo", "--quick", "--out", str(tmp_path)]) == 1
     assert "not an acmil demo folder" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_report_shows_wide_figures_large_and_linked() -> None:
+    from acmil.analysis.report import to_html, to_markdown
+
+    blocks = [("figure", "analysis/umap/umap.png", "UMAP"), ("images", [("a.png", "thumb")])]
+    html = to_html(blocks)
+    assert '<figure class="wide"><a href="analysis/umap/umap.png"' in html and "click to enlarge" in html
+    assert "figure.wide img{width:100%;max-width:1100px" in html  # not the thumbnails' 360 px
+    assert "[![UMAP](analysis/umap/umap.png)](analysis/umap/umap.png)" in to_markdown(blocks)

@@ -20,6 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from acmil.heatmap import (
+    DEFAULT_CMAP,
+    DEFAULT_NORMALISATION,
+    DEFAULT_SMOOTHING,
+    DEFAULT_TRANSPARENT_BELOW,
+    scaling_label,
+)
+
 from ._common import BatchLog, atomic_path, iter_slides, run_model, select_slides, write_json
 
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif")
@@ -52,9 +60,10 @@ def level0_extent(coord_attrs: dict, coords: np.ndarray, patch: int) -> tuple[in
 
 def heatmaps(
     checkpoint: str, features_dir: str, out_dir: str, slides_dir: str | None = None,
-    slide_ids: Sequence[str] | None = None, max_size: int = 1024, cmap: str = "jet", alpha: float = 0.5,
-    smoothing_sigma: float = 0.0, normalisation: str = "rank", branches: bool = True,
-    formats: Sequence[str] = ("png",), top_k: int = 10, geojson_legacy: bool = False,
+    slide_ids: Sequence[str] | None = None, max_size: int = 1024, cmap: str = DEFAULT_CMAP, alpha: float = 0.5,
+    smoothing_sigma: float = DEFAULT_SMOOTHING, normalisation: str = DEFAULT_NORMALISATION, branches: bool = True,
+    transparent_below: float = DEFAULT_TRANSPARENT_BELOW, formats: Sequence[str] = ("png",), top_k: int = 10,
+    geojson_legacy: bool = False,
 ) -> dict:
     """Render and write the PNGs; returns the summary also written to ``heatmaps.json``."""
     from acmil.checkpoint import load_model
@@ -88,7 +97,8 @@ def heatmaps(
             for name, scores in (maps.items() if "png" in formats else ()):
                 image = render_heatmap(slide.coords, scores, patch, size0, background=background,
                                        max_size=max_size, cmap=cmap, alpha=alpha,
-                                       smoothing_sigma=smoothing_sigma, normalisation=normalisation)
+                                       smoothing_sigma=smoothing_sigma, normalisation=normalisation,
+                                       transparent_below=transparent_below)
                 target = out / f"{sid}_{name}.png"
                 with atomic_path(target) as tmp:
                     image.save(tmp, format="PNG")
@@ -103,7 +113,10 @@ def heatmaps(
                      "predicted": lm.card.class_names[predicted] if predicted < len(lm.card.class_names) else predicted,
                      "probabilities": [float(p) for p in result.probabilities]}
     summary = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "class_names": lm.card.class_names,
-               "normalisation": normalisation, "cmap": cmap, "formats": list(formats), "slides": done,
+               "normalisation": normalisation, "cmap": cmap, "smoothing_sigma": smoothing_sigma,
+               "transparent_below": transparent_below,
+               "formats": list(formats),
+               "scaling": scaling_label(normalisation, transparent_below, smoothing_sigma), "slides": done,
                **log.as_dict()}
     write_json(out / "heatmaps.json", summary)
     return summary
@@ -133,10 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide-ids", nargs="+", help="slide ids to render (default: all)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--max-size", type=int, default=1024, help="longest side of each PNG in pixels")
-    p.add_argument("--cmap", default="jet", help="matplotlib colormap")
+    # Defaults = the viewer's (acmil.heatmap.DEFAULT_*), so a figure and the viewer show a slide the same way.
+    p.add_argument("--cmap", default=DEFAULT_CMAP, help="matplotlib colormap (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the thumbnail")
-    p.add_argument("--smoothing", type=float, default=0.0, help="Gaussian smoothing sigma in tiles")
-    p.add_argument("--normalisation", choices=("rank", "minmax"), default="rank", help="score scaling")
+    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
+                   help="Gaussian smoothing sigma in tiles (default: %(default)s; 0 = none)")
+    p.add_argument("--normalisation", choices=("log", "rank", "minmax"), default=DEFAULT_NORMALISATION,
+                   help="score scaling (default: %(default)s)")
+    p.add_argument("--transparent-below", type=float, default=DEFAULT_TRANSPARENT_BELOW, metavar="X",
+                   help="scaled scores under X are not drawn (default: %(default)s; 0 = every tile)")
     p.add_argument("--no-branches", action="store_true", help="only the mean heatmap, no per-branch PNGs")
     p.add_argument("--format", type=parse_formats, default=["png"], metavar="png|geojson|png,geojson",
                    help="PNG heatmaps and/or QuPath GeoJSON (one detection per tile, attention as measurements)")
@@ -151,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.slides and not Path(args.slides).is_dir():
         raise FileNotFoundError(f"{args.slides}: slides folder not found")
     s = heatmaps(args.checkpoint, args.features, args.out, args.slides, args.slide_ids, args.max_size, args.cmap,
-                 args.alpha, args.smoothing, args.normalisation, not args.no_branches, args.format, args.top_k,
-                 args.geojson_legacy)
+                 args.alpha, args.smoothing, args.normalisation, not args.no_branches, args.transparent_below,
+                 args.format, args.top_k, args.geojson_legacy)
     n_files = sum(len(d["files"]) for d in s["slides"].values())
     n_thumb = sum(not d["background"].startswith("blank") for d in s["slides"].values())
     print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {args.out}")

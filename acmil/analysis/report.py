@@ -11,7 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-Block = tuple  # ("h1"|"h2"|"p"|"code", text) | ("table", header, rows) | ("images", [(path, caption)])
+from acmil.heatmap import DEFAULT_CMAP, scaling_label
+
+# ("h1"|"h2"|"p"|"code", text) | ("table", header, rows) | ("images", [(path, caption)]) (a row of thumbnails)
+# | ("figure", path, caption) (one figure across the page, its full size a click away)
+Block = tuple
 
 LOCALISATION_TARGET = 0.95
 
@@ -62,10 +66,12 @@ def build_blocks(out: Path, s: dict[str, Any]) -> list[Block]:
         ("table", ["model", "branch", "top-1", "top-5", "top-10", "top-1 %", "top-10 %"],
          [[name, b, _f(v["top1"]), _f(v["top5"]), _f(v["top10"]), _f(v["top1pct"]), _f(v["top10pct"])]
           for name, branches in stats.items() for b, v in branches.items()]),
-        ("images", [("analysis/attention_stats/attention_curve.png", "cumulative attention against top tiles")]),
+        ("figure", "analysis/attention_stats/attention_curve.png", "cumulative attention against top tiles"),
         ("h2", "Heatmaps"),
-        ("p", "Held-out slides: the ground-truth mask, then each model's mean attention over the slide thumbnail "
-              "(linear scale from the least to the most attended tile, red = most), then ACMIL's branches."),
+        ("p", "Held-out slides: the ground-truth mask, then each model's mean attention over the slide thumbnail, "
+              "then ACMIL's branches, drawn exactly as the viewer draws them by default. Colour scale "
+              f"({s.get('heatmap_cmap', DEFAULT_CMAP)}, dark = low, bright yellow = high): "
+              f"{s.get('heatmap_scaling') or scaling_label()}."),
     ]
     for sid in s["heatmap_slides"]:
         images = [(f"cohort/masks/{sid}.png", f"{sid}: tumour mask")]
@@ -78,11 +84,11 @@ def build_blocks(out: Path, s: dict[str, Any]) -> list[Block]:
         ("h2", "UMAP of ACMIL's instance features"),
         ("p", f"{s['umap']['n_points']} of {s['umap']['n_tiles_total']} tiles (fixed-seed sub-sample), coloured by "
               "attention rank within the slide, by the branch attending most, and by the tumour mask."),
-        ("images", [("analysis/umap/umap.png", "UMAP")]),
+        ("figure", "analysis/umap/umap.png", "UMAP of ACMIL's instance features"),
         ("h2", "Open the viewer"),
         ("code", s["serve_command"]),
-        ("p", "then browse http://127.0.0.1:8000/ (the viewer's scripts come from `npm install` in the repository "
-              "root)."),
+        ("p", "then browse http://127.0.0.1:8000/ (the viewer's OpenSeadragon files are fetched once from the npm "
+              "registry, pinned by package-lock.json; offline, `acmil serve` says what to run)."),
         ("h2", "Time per stage"),
         ("table", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in s["stage_seconds"].items()]),
     ]
@@ -105,6 +111,8 @@ def to_markdown(blocks: list[Block]) -> str:
             lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
         elif kind == "images":
             lines += [" ".join(f"![{cap}]({path})" for path, cap in block[1]), ""]
+        elif kind == "figure":
+            lines += [f"[![{block[2]}]({block[1]})]({block[1]})", ""]
     return "\n".join(lines)
 
 
@@ -128,10 +136,15 @@ def to_html(blocks: list[Block]) -> str:
             figs = "".join(f'<figure><a href="{e(p)}"><img src="{e(p)}" alt="{e(c)}"></a><figcaption>{e(c)}'
                            f"</figcaption></figure>" for p, c in block[1])
             body.append(f'<div class="row">{figs}</div>')
+        elif kind == "figure":
+            path, caption = e(block[1]), e(block[2])
+            body.append(f'<figure class="wide"><a href="{path}" title="open at full size"><img src="{path}" '
+                        f'alt="{caption}"></a><figcaption>{caption} (click to enlarge)</figcaption></figure>')
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;"
              "text-align:right}th{background:#f4f4f4}td:first-child,td:nth-child(2){text-align:left}"
              ".row{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}img{max-width:360px;max-height:360px}"
+             "figure.wide{margin:1em 0}figure.wide img{width:100%;max-width:1100px;max-height:none}"
              "figcaption{font-size:0.85em;color:#555}pre{background:#f4f4f4;padding:0.8em;overflow-x:auto}")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ACMIL demo report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -75,6 +75,7 @@ class ACMILCLI(LightningCLI):
         parser.link_arguments("data.in_dim", "model.in_dim", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.encoder", "model.encoder", apply_on="instantiate")
+        parser.link_arguments("data.training_cohort", "model.training_cohort", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         # One seed for splits, initialisation and masking unless the data group sets its own split seed.

@@ -135,6 +135,7 @@ class FeatureDataModule(L.LightningDataModule):
         check_values: read every file once before training to reject NaN/inf features.
         pin_memory: page-locked batches for asynchronous copies to the GPU; default: with CUDA and workers
             (without workers, pinning is one more copy of every bag in the training loop's own thread).
+        description: what the slides are (e.g. "synthetic slides of `acmil demo`"), kept in the model card.
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class FeatureDataModule(L.LightningDataModule):
         splits_file: str | None = None,
         check_values: bool = True,
         pin_memory: bool | None = None,
+        description: str | None = None,
     ) -> None:
         super().__init__()
         self.features_dir, self.labels_csv = Path(features_dir), Path(labels_csv)
@@ -172,6 +174,7 @@ class FeatureDataModule(L.LightningDataModule):
         self._cache: dict[int, np.ndarray] | None = None
         self._datasets: dict[str, BagDataset] = {}
         self.evaluation_only = False  # set by ``acmil test``: no training split needed
+        self.description = description
 
     # -- the checked cohort (scanned once, on first use: linking in_dim / class_names triggers it) --------
     def _use_cache(self, cohort_bytes: int) -> bool:
@@ -251,6 +254,16 @@ class FeatureDataModule(L.LightningDataModule):
     def encoder(self) -> dict[str, Any]:
         """Encoder provenance from the feature files' attributes (stored in the checkpoint)."""
         return self.cohort.encoder
+
+    @property
+    def training_cohort(self) -> dict[str, Any]:
+        """What the model was trained on, for its card: slides, slides per class, encoder, description."""
+        cohort = self.cohort
+        counts = {c: sum(t == k for t in cohort.targets) for k, c in enumerate(cohort.class_names)}
+        weights = cohort.encoder.get("encoder_weights")
+        return {"n_slides": len(cohort.rows), "classes": counts, "encoder": cohort.encoder.get("encoder"),
+                "encoder_weights": weights.get("source", weights) if isinstance(weights, dict) else weights,
+                "description": self.description}
 
     def splits_record(self) -> dict[str, Any]:
         """The split as slide ids, with its source and per-class counts (written as ``splits.json``)."""

@@ -41,6 +41,7 @@ class MILModule(L.LightningModule):
         in_dim: feature width D (linked from the data module).
         class_names: label map in index order (linked from the data module).
         encoder: provenance of the training features (linked from the data module; stored in checkpoints).
+        training_cohort: slides, classes and encoder trained on (linked from the data module; in the card).
         branch_weight: weight of the mean branch cross-entropy (ACMIL).
         slide_weight: weight of the slide cross-entropy.
         diversity_weight: weight of the attention diversity term (ACMIL).
@@ -57,6 +58,7 @@ class MILModule(L.LightningModule):
         in_dim: int | None = None,
         class_names: list[str] | None = None,
         encoder: dict[str, Any] | None = None,
+        training_cohort: dict[str, Any] | None = None,
         branch_weight: float = 1.0,
         slide_weight: float = 1.0,
         diversity_weight: float = 1.0,
@@ -75,6 +77,7 @@ class MILModule(L.LightningModule):
                 raise ValueError(f"hidden_dim={hidden_dim} conflicts with arch_args.hidden_dim={other}")
             self.arch_args["hidden_dim"] = hidden_dim
         self.class_names, self.encoder = list(class_names), dict(encoder or {})
+        self.training_cohort = training_cohort
         self.model = create_model(arch, in_dim=in_dim, n_classes=len(self.class_names), **self.arch_args)
         self.loss_weights = {
             "branch_weight": branch_weight, "slide_weight": slide_weight, "diversity_weight": diversity_weight,
@@ -170,7 +173,8 @@ class MILModule(L.LightningModule):
             in_dim=int(self.hparams.in_dim),
             class_names=self.class_names,
             encoder=self.encoder,
-            extra={"epoch": int(self.current_epoch), "global_step": int(self.global_step), **self.loss_weights},
+            extra={"epoch": int(self.current_epoch), "global_step": int(self.global_step), **self.loss_weights,
+                   "training_cohort": self.training_cohort},
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

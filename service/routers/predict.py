@@ -54,6 +54,7 @@ def model_info(engine: EngineDep) -> ModelInfo:
         tile_size=int(tile) if tile is not None else None,
         checkpoint=engine.loaded.path.name if engine.loaded.path else "",
         temperature=engine.loaded.temperature,
+        training_cohort=extra.get("training_cohort"),
     )
 
 
@@ -124,7 +125,7 @@ def heatmap(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
-    normalisation: Annotated[str, Query(pattern="^(rank|percentile|minmax)$")] = "rank",
+    normalisation: Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")] = "rank",
     colormap: Annotated[str, Query(max_length=64)] = "jet",
     alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
     smoothing: Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")] = 0.0,

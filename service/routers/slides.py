@@ -60,7 +60,7 @@ def slide_tile(slide: SlideDep, engine: EngineDep, level: int, tile: str) -> Res
 
 
 Colormap = Annotated[str, Query(max_length=64, description="any matplotlib colormap name")]
-Normalisation = Annotated[str, Query(pattern="^(rank|percentile|minmax)$")]
+Normalisation = Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")]
 Smoothing = Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")]
 
 

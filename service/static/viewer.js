@@ -39,20 +39,64 @@
   attachScaleBar(viewer, { root: $("scalebar"), bar: $("scalebar-bar"), label: $("scalebar-label") },
     () => state.meta && state.meta.mpp, () => state.meta && state.meta.width);
 
+  // The overlay tiles come from the server in grey (the scaled score, 0..255) and are coloured here, with
+  // scores under the cut-off faded out: the same formula as acmil.heatmap.fade, so the viewer and
+  // `acmil heatmap` (the demo's report) draw a slide the same way. Colormap and cut-off need no new render.
+  const FADE_WIDTH = 0.1;
+  const SCALING_WORDS = {  // as acmil.heatmap.SCALING_WORDS
+    log: "log attention, from the slide's median tile (0) to its most attended tile (1)",
+    rank: "attention rank within the slide (0 = least, 1 = most attended tile)",
+    minmax: "attention, linear from the slide's least (0) to its most (1) attended tile",
+  };
+  const luts = {};
+
+  async function loadLut(name) {
+    if (!luts[name]) {
+      const img = new Image();
+      img.src = `${API}/colormap.png?name=${encodeURIComponent(name)}`;
+      await img.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = 256; canvas.height = 1;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0, 256, 1);
+      luts[name] = ctx.getImageData(0, 0, 256, 1).data;  // (256 * 4) RGBA
+    }
+    return luts[name];
+  }
+
+  function fade(v, cutoff) { return cutoff <= 0 ? 1 : Math.min(1, Math.max(0, (v - cutoff) / FADE_WIDTH)); }
+
+  function colourTile(ctx, lut, cutoff) {
+    const { width, height } = ctx.canvas;
+    const image = ctx.getImageData(0, 0, width, height);
+    const px = image.data;
+    for (let i = 0; i < px.length; i += 4) {
+      const g = px[i];
+      px[i] = lut[4 * g]; px[i + 1] = lut[4 * g + 1]; px[i + 2] = lut[4 * g + 2];
+      px[i + 3] = Math.round(px[i + 3] * fade(g / 255, cutoff));
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  function view() {
+    return { colormap: $("colormap-select").value, cutoff: Number($("cutoff-select").value) };
+  }
+
   function overlayQuery() {
     const params = new URLSearchParams({
       branch: $("branch-select").value,
-      colormap: $("colormap-select").value,
+      colormap: "gray",  // the scaled score itself; coloured in colourTile
       normalisation: $("norm-select").value,
     });
     if ($("smooth-select").value !== "0") params.set("smoothing", $("smooth-select").value);
     return params.toString();
   }
 
-  function overlaySource(meta) {
+  function overlaySource(meta, lut) {
     // Same geometry as the slide's DZI (level 0 = 1x1, as DeepZoom), so both layers line up.
     const query = overlayQuery();
     const id = encodeURIComponent(meta.slide_id);
+    const { colormap, cutoff } = view();
     return {
       width: meta.width,
       height: meta.height,
@@ -61,6 +105,20 @@
       minLevel: 0,
       maxLevel: Math.ceil(Math.log2(Math.max(meta.width, meta.height))),
       getTileUrl: (level, x, y) => `${API}/slides/${id}/attention_files/${level}/${x}_${y}.png?${query}`,
+      // One cache entry per look: the same grey tile coloured another way is another picture.
+      getTileHashKey: (level, x, y, url) => `${url}#${colormap}@${cutoff}`,
+      getTileCacheDataAsContext2D: (cache) => {
+        if (!cache._renderedContext) {
+          const canvas = document.createElement("canvas");
+          canvas.width = cache._data.width; canvas.height = cache._data.height;
+          const ctx = canvas.getContext("2d", { willReadFrequently: true });
+          ctx.drawImage(cache._data, 0, 0);
+          colourTile(ctx, lut, cutoff);
+          cache._renderedContext = ctx;
+          cache._data = null;
+        }
+        return cache._renderedContext;
+      },
     };
   }
 
@@ -167,7 +225,8 @@
       renderGallery(pred, meta);
       const sources = [];
       if (meta.has_image) sources.push({ tileSource: `${API}/slides/${id}/slide.dzi`, x: 0, y: 0, width: 1 });
-      sources.push({ tileSource: overlaySource(meta), x: 0, y: 0, width: 1, opacity: opacity() });
+      const lut = await loadLut(view().colormap);
+      sources.push({ tileSource: overlaySource(meta, lut), x: 0, y: 0, width: 1, opacity: opacity() });
       if (!meta.has_image) document.body.dataset.slideLoaded = "none";
       viewer.open(sources);
       location.hash = "slide=" + id;
@@ -188,12 +247,14 @@
   });
   viewer.addHandler("open-failed", (e) => setStatus(`Could not open the slide: ${e.message}`, true));
 
-  function reloadOverlay() {
+  async function reloadOverlay() {
     if (!state.meta) return;
     const old = state.overlayItem;
     delete document.body.dataset.overlayLoaded;
+    let lut;
+    try { lut = await loadLut(view().colormap); } catch (err) { setStatus(`Colormap failed: ${err}`, true); return; }
     viewer.addTiledImage({
-      tileSource: overlaySource(state.meta), x: 0, y: 0, width: 1, opacity: opacity(),
+      tileSource: overlaySource(state.meta, lut), x: 0, y: 0, width: 1, opacity: opacity(),
       success: (event) => {
         if (old) viewer.world.removeItem(old);
         state.overlayItem = event.item;
@@ -203,8 +264,21 @@
     });
   }
 
-  function setLegend() {
-    $("legend-bar").src = `${API}/colormap.png?name=${encodeURIComponent($("colormap-select").value)}`;
+  async function setLegend() {
+    // The colour scale as drawn: each colour faded as on the slide (over white).
+    const { colormap, cutoff } = view();
+    const lut = await loadLut(colormap);
+    const ctx = $("legend-bar").getContext("2d");
+    const strip = ctx.createImageData(256, 1);
+    for (let i = 0; i < 256; i++) {
+      strip.data.set([lut[4 * i], lut[4 * i + 1], lut[4 * i + 2], Math.round(255 * fade(i / 255, cutoff))], 4 * i);
+    }
+    ctx.clearRect(0, 0, 256, 1);
+    ctx.putImageData(strip, 0, 0);
+    const scaling = SCALING_WORDS[$("norm-select").value];
+    const smooth = $("smooth-select").value;
+    $("legend-text").textContent = `Colour = ${scaling}` + (cutoff > 0 ? `; below ${cutoff} not drawn` : "") +
+      (smooth !== "0" ? `; smoothed over ${smooth} tile` : "") + ".";
   }
 
   $("opacity").addEventListener("input", () => {
@@ -219,16 +293,28 @@
     $("branch-info").textContent = `branch ${b} alone says ${best[0]} (${(100 * best[1]).toFixed(1)}%)`;
   }
 
-  for (const id of ["branch-select", "norm-select", "smooth-select"]) $(id).addEventListener("change", reloadOverlay);
+  for (const id of ["branch-select", "norm-select", "smooth-select", "colormap-select", "cutoff-select"]) {
+    $(id).addEventListener("change", () => { setLegend(); reloadOverlay(); });
+  }
   $("branch-select").addEventListener("change", describeBranch);
-  $("colormap-select").addEventListener("change", () => { setLegend(); reloadOverlay(); });
   $("slide-select").addEventListener("change", (e) => loadSlide(e.target.value));
+
+  function describeCohort(cohort) {
+    // What the model was trained on, so nobody mistakes a demo model (synthetic slides) for a clinical one.
+    const box = $("cohort-info");
+    if (!cohort) { box.textContent = "Training cohort: not recorded in this checkpoint."; return; }
+    const classes = Object.entries(cohort.classes || {}).map(([c, n]) => `${c} ${n}`).join(", ");
+    box.textContent = `Trained on ${cohort.n_slides} slides (${classes})` +
+      (cohort.encoder ? `, ${cohort.encoder} features` : "") + (cohort.description ? `: ${cohort.description}` : "") + ".";
+    box.classList.toggle("synthetic", /synthetic/i.test(cohort.description || ""));
+  }
 
   async function start() {
     try {
       const [model, slides] = await Promise.all([getJSON("/model"), getJSON("/slides")]);
       state.model = model;
       $("model-info").textContent = `${model.arch} · ${model.class_names.join(" / ")} · ${model.checkpoint}`;
+      describeCohort(model.training_cohort);
       for (let b = 0; b < model.n_branches && model.n_branches > 1; b++) {
         const option = document.createElement("option");
         option.value = String(b); option.textContent = `branch ${b}`;
@@ -243,7 +329,7 @@
         if (s.error) option.title = s.error;
         select.appendChild(option);
       }
-      setLegend();
+      await setLegend();
       const wanted = new URLSearchParams(location.hash.slice(1)).get("slide");
       const usable = slides.filter((s) => !s.error).map((s) => s.slide_id);
       const first = usable.includes(wanted) ? wanted : usable[0];

@@ -12,6 +12,7 @@ from PIL import Image
 from acmil.analysis.heatmaps import find_slide, main
 from acmil.checkpoint import load_model
 from acmil.features import read_features, write_features
+from acmil import heatmap as hm
 from acmil.heatmap import render_heatmap
 from acmil.inference import predict_bag
 
@@ -26,7 +27,9 @@ def test_blank_background_matches_the_shared_renderer(cohort, acmil_ckpt, tmp_pa
     # The command's PNG is exactly what the service's renderer draws for the same attention.
     slide = read_features(cohort.features / "slide_01.h5")
     att = predict_bag(load_model(acmil_ckpt).model, slide.features).mean_attention
-    expected = render_heatmap(slide.coords, att, 256, (3072, 3072), max_size=300, cmap="jet", alpha=0.5)
+    expected = render_heatmap(slide.coords, att, 256, (3072, 3072), max_size=300, alpha=0.5,  # the viewer's look:
+                              cmap=hm.DEFAULT_CMAP, smoothing_sigma=hm.DEFAULT_SMOOTHING,
+                              normalisation=hm.DEFAULT_NORMALISATION, transparent_below=hm.DEFAULT_TRANSPARENT_BELOW)
     got = Image.open(out / "slide_01_mean.png")
     assert got.size == (300, 300)
     np.testing.assert_array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))

@@ -6,6 +6,7 @@ The checkpoint is trained (plain torch, a few hundred steps) on generated bags w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from acmil.features import write_features
 DIM = 32
 PATCH = 224
 CLASSES = ["normal", "tumour"]
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides"
+# The same folder as tests/conftest.py's shared_slides fixture (ACMIL_TEST_SLIDES overrides it).
+SHARED = Path(os.environ.get("ACMIL_TEST_SLIDES")
+              or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides")
 CMU = "CMU-1-Small-Region"
 LIVE_KEY = "live-test-key"  # the API key of the live_server fixture
 
@@ -52,6 +55,8 @@ def train_checkpoint(path: Path, seed: int = 0) -> Path:
         in_dim=DIM,
         class_names=CLASSES,
         encoder={"encoder": "synthetic", "mpp_target": 0.5, "patch_size": PATCH},
+        extra={"training_cohort": {"n_slides": 40, "classes": {"normal": 20, "tumour": 20}, "encoder": "synthetic",
+                                   "description": "synthetic feature bags of the service tests"}},
     )
     return save_model(path, model.eval(), card)
 

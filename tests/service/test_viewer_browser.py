@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from acmil.service.config import DEFAULT_ASSETS
+from acmil.features import read_meta
+from acmil import viewer_assets as assets
 from PIL import Image
 from service_helpers import CMU, LIVE_KEY
 
@@ -19,6 +20,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SETTLED = """() => { const v = acmil.viewer.viewport;  // the spring animation has come to rest
     return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
         && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; }"""
+DEFAULT_TOP_K = 12  # Settings.default_top_k
 READY = "document.body.dataset.state === 'ready' && !!document.body.dataset.overlayLoaded"
 
 
@@ -26,8 +28,10 @@ READY = "document.body.dataset.state === 'ready' && !!document.body.dataset.over
 def browser():
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium not installed (apt-get install chromium); the browser test needs it")
-    if not (DEFAULT_ASSETS / "openseadragon.min.js").is_file():
-        pytest.skip(f"OpenSeadragon missing in {DEFAULT_ASSETS}: run `npm install` in the repository root")
+    try:  # what `acmil serve` does on first use: node_modules, else the user cache, else one download
+        assets.ensure_assets()
+    except assets.AssetsMissing as err:
+        pytest.fail(f"the viewer cannot get OpenSeadragon here: {err}")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -47,6 +51,12 @@ def page(browser, live_server):
     page.goto(f"{live_server}/?api_key={LIVE_KEY}")  # sets the key cookie, redirects to /
     yield page
     context.close()
+
+
+def _saturated(screenshot: bytes) -> float:
+    """Share of strongly coloured pixels right of the sidebar (H&E and white are far less saturated)."""
+    stage = np.asarray(Image.open(io.BytesIO(screenshot)).convert("RGB"))[:, 330:].astype(int)
+    return float(((stage.max(axis=-1) - stage.min(axis=-1)) > 120).mean())
 
 
 def _viewport(page) -> dict:
@@ -69,12 +79,19 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     assert _layers(page) == ([True, True] if has_slide else [True])  # slide + attention overlay
     assert page.inner_text("#predicted-class") in ("normal", "tumour")
     assert page.locator("#probabilities .prob").count() == 2
+    # The gallery lists the shown slide's top-k tiles: k = 12 (the default) or all of them on a smaller slide;
+    # which slide shows first depends on the folder (a fresh clone has no ../shared slides).
+    shown = page.evaluate("acmil.state.slide")
+    n_tiles = read_meta(service_data["features"] / f"{shown}.h5").n_patches
     gallery = page.locator("#gallery button")
-    assert gallery.count() == 12
+    assert gallery.count() == min(DEFAULT_TOP_K, n_tiles) and n_tiles > 2
     if has_slide:
         page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
                                ".every(i => i.complete && i.naturalWidth)")
         assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
+        ARTIFACTS.mkdir(exist_ok=True)
+        home = page.screenshot(path=str(ARTIFACTS / "viewer-cmu-home.png"))  # the first view of a real H&E slide
+        assert _saturated(home) > 0.001, "the default overlay draws nothing over the real slide"
 
     before = _viewport(page)
     tile = page.evaluate("acmil.state.prediction.top_tiles[2]")
@@ -84,19 +101,22 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     after = _viewport(page)
     width = page.evaluate("acmil.state.meta.width")
     centre = ((tile["x"] + tile["size"] / 2) / width, (tile["y"] + tile["size"] / 2) / width)
-    assert after["zoom"] > before["zoom"] * 1.5
+    # The view fits the tile with two tiles' margin (5 tiles across its shorter side), centred on it: a zoom-in
+    # on a slide larger than that (the fixture slides of a fresh clone are only 4 tiles wide).
+    bounds = page.evaluate("(() => { const b = acmil.viewer.viewport.getBounds(true); return [b.width, b.height]; })()")
+    assert min(bounds) == pytest.approx(5 * tile["size"] / width, rel=0.03)
+    if width > 5 * tile["size"]:
+        assert after["zoom"] > before["zoom"] * 1.5
     assert abs(after["x"] - centre[0]) < 0.02 and abs(after["y"] - centre[1]) < 0.02
     assert page.locator(".tile-highlight").count() == 1
 
     page.fill("#opacity", "80")
     page.dispatch_event("#opacity", "input")
     assert page.evaluate("acmil.state.overlayItem.getOpacity()") == pytest.approx(0.8)
-    page.wait_for_function(READY, timeout=30_000)
+    page.select_option("#cutoff-select", "0")  # every tile drawn: the zoomed-in view is all overlay
+    page.wait_for_function(READY + " && !!document.body.dataset.overlayLoaded", timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = page.screenshot(path=str(ARTIFACTS / "viewer.png"))
-    stage = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))[:, 330:]  # right of the sidebar
-    saturated = (stage.max(axis=-1).astype(int) - stage.min(axis=-1)) > 120
-    assert saturated.mean() > 0.02, "no heatmap colours visible in the viewer"
+    assert _saturated(page.screenshot(path=str(ARTIFACTS / "viewer.png"))) > 0.02, "no heatmap colours visible"
     assert not page.problems, page.problems
 
 
@@ -112,21 +132,72 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
     page.select_option("#branch-select", "2")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    # The server sends the scaled score in grey; the page colours it (viridis here) and fades low scores.
     assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
-        "branch=2&colormap=viridis&normalisation=rank")
+        "branch=2&colormap=gray&normalisation=log&smoothing=0.5")
     assert page.inner_text("#branch-info").startswith("branch 2 alone says")
-    page.select_option("#smooth-select", "1")
+    page.select_option("#smooth-select", "0")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
-    assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith("&smoothing=1")
+    assert "smoothing" not in page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-no-image.png"))
     assert not page.problems, page.problems
 
 
-def test_missing_assets_page_says_to_run_npm_install(make_settings, tmp_path):
-    from acmil.service.main import create_app
-    from fastapi.testclient import TestClient
+def _drawn_share(page) -> float:
+    """Share of the slide's area on screen that the overlay colours (the canvas is white without an image)."""
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    page.wait_for_function(SETTLED, timeout=20_000)
+    box = page.evaluate("""() => { const v = acmil.viewer.viewport, m = acmil.state.meta;
+        const r = v.viewportToViewerElementRectangle(new OpenSeadragon.Rect(0, 0, 1, m.height / m.width));
+        const o = document.getElementById('osd').getBoundingClientRect();
+        acmil.viewer.navigator.element.style.display = 'none';
+        return {x: o.left + r.x, y: o.top + r.y, width: r.width, height: r.height}; }""")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+    x0, y0 = int(box["x"]) + 2, int(box["y"]) + 2
+    region = shot[y0:int(box["y"] + box["height"]) - 2, x0:int(box["x"] + box["width"]) - 2]
+    return float((region.min(axis=-1) < 235).mean())
 
-    with TestClient(create_app(make_settings(viewer_assets_dir=tmp_path / "nowhere"))) as client:
-        response = client.get("/")
-    assert response.status_code == 503 and "npm install" in response.text
+
+def test_viewer_defaults_read_as_a_heatmap_and_every_option_switches(page, service_data):
+    """Defaults = acmil heatmap's (the report's): log scaling, inferno, smoothing, low scores not drawn."""
+    from acmil import heatmap
+
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    defaults = page.evaluate("""() => ['colormap-select', 'norm-select', 'smooth-select', 'cutoff-select']
+        .map(id => document.getElementById(id).value)""")
+    assert defaults == [heatmap.DEFAULT_CMAP, heatmap.DEFAULT_NORMALISATION, f"{heatmap.DEFAULT_SMOOTHING:g}",
+                        f"{heatmap.DEFAULT_TRANSPARENT_BELOW:g}"]
+    assert page.inner_text("#legend-text") == f"Colour = {heatmap.scaling_label()}."
+    cohort = page.locator("#cohort-info")
+    assert "synthetic" in cohort.inner_text() and "Trained on 40 slides" in cohort.inner_text()
+    assert "synthetic" in cohort.get_attribute("class")
+
+    page.select_option("#slide-select", "synthetic_pos")  # 96 tiles covering the whole blank canvas
+    page.fill("#opacity", "100")
+    page.dispatch_event("#opacity", "input")
+    drawn = _drawn_share(page)
+    # The few planted ("tumour") tiles are drawn, the rest of the slide stays quiet: not a mosaic of every tile.
+    planted = service_data["planted"]["synthetic_pos"]
+    assert 0.5 * len(planted) / 96 < drawn < 0.3, (drawn, len(planted))
+    assert all(_drawn_at(page, 224 * (row % 12) + 112, 224 * (row // 12) + 112) for row in planted)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-defaults.png"))
+    page.select_option("#cutoff-select", "0")
+    assert "not drawn" not in page.inner_text("#legend-text")
+    assert _drawn_share(page) > 0.95  # every tile drawn again
+    page.select_option("#norm-select", "rank")
+    page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
+    assert "normalisation=rank" in page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)")
+    assert "rank within the slide" in page.inner_text("#legend-text")
+    assert not page.problems, page.problems
+
+
+def _drawn_at(page, x: int, y: int) -> bool:
+    """Whether the overlay colours the screen pixel at level-0 (x, y) (no image: the canvas is white)."""
+    point = page.evaluate(f"""() => {{ const w = acmil.state.meta.width;
+        const p = acmil.viewer.viewport.pixelFromPoint(new OpenSeadragon.Point({x} / w, {y} / w), true);
+        const o = document.getElementById('osd').getBoundingClientRect();
+        return {{x: Math.round(o.left + p.x), y: Math.round(o.top + p.y)}}; }}""")
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+    return bool(shot[point["y"], point["x"]].min() < 235)
