@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 READ_BLOCK = 2048  # side (px of the level read) of one read_region call
-MAX_SOURCE_PIXELS = 16 * 10**9  # pixels of the level a thumbnail may decode (16 Gpx: minutes of decoding)
+MAX_SOURCE_PIXELS = 10**10  # pixels of the level a thumbnail may decode: 100k x 100k px, minutes of decoding
 
 
 class ThumbnailTooCostly(ValueError):
@@ -56,7 +56,8 @@ def read_thumbnail(handle, max_width: int, max_height: int, path: str | Path = "
     if wl * hl > MAX_SOURCE_PIXELS:
         raise ThumbnailTooCostly(
             f"{path}: level {level} is {wl}x{hl} px ({wl * hl / 1e9:.1f} Gpx) and the slide has no smaller pyramid "
-            f"level; its {tw}x{th} px tissue thumbnail would decode all of it (limit {MAX_SOURCE_PIXELS / 1e9:.0f} Gpx). "
+            f"level; its {tw}x{th} px tissue thumbnail would decode all of it "
+            f"(limit {MAX_SOURCE_PIXELS / 1e9:.0f} Gpx). "
             "Save the slide as a pyramidal TIFF (for example: vips tiffsave IN OUT.tif --tile --pyramid "
             "--compression jpeg) and preprocess that file"
         )

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,20 +17,28 @@ from acmil.preprocessing.synthetic import generate_cohort
 
 
 def test_partials_are_matched_by_exact_slide_id(tmp_path):
-    names = [".*.h5.0123abcd.partial", ".!a.h5.89abcdef.partial", ".[ab].h5.01234567.partial", ".a.b.h5.01234567.partial"]
+    names = [
+        ".*.h5.0123abcd.partial",
+        ".!a.h5.89abcdef.partial",
+        ".[ab].h5.01234567.partial",
+        ".a.b.h5.01234567.partial",
+    ]
     names += [".a.h5.01234567.partial", ".a.png.4242.partial.png", "a.h5"]
     for name in names:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in stale_partials(tmp_path, "*")] == [".*.h5.0123abcd.partial"]
     assert [p.name for p in stale_partials(tmp_path, "!a")] == [".!a.h5.89abcdef.partial"]
     assert [p.name for p in stale_partials(tmp_path, "[ab]")] == [".[ab].h5.01234567.partial"]
-    assert sorted(p.name for p in stale_partials(tmp_path, "a")) == [".a.h5.01234567.partial", ".a.png.4242.partial.png"]
+    assert sorted(p.name for p in stale_partials(tmp_path, "a")) == [
+        ".a.h5.01234567.partial",
+        ".a.png.4242.partial.png",
+    ]
 
 
 def test_a_lease_is_exclusive_across_processes(tmp_path):
     lease = SlideLeases(tmp_path).acquire("s1")
     assert lease is not None
-    code = "import sys; from acmil.preprocessing.lease import SlideLeases; print(SlideLeases(sys.argv[1]).acquire('s1'))"
+    code = "import sys; from acmil.preprocessing.lease import SlideLeases as L; print(L(sys.argv[1]).acquire('s1'))"
     held = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert held.stdout.strip() == "None", held.stderr
     lease.release()
