@@ -26,11 +26,11 @@ from .tissue import TissueParams
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults only for options that take a value: the default of a switch such as ``--no-qc`` is the
-    value of its destination (True), and "--no-qc ... (default: True)" reads backwards."""
+    """Shows defaults only for options that take a value and have one: the default of a switch such as
+    ``--no-qc`` is the value of its destination (True), and "--no-qc ... (default: True)" reads backwards."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0:
+        if action.nargs == 0 or action.default is None:
             return action.help or ""
         return super()._get_help_string(action)
 
