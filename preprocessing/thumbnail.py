@@ -6,7 +6,7 @@ without a pyramid (a single-level 25,000 x 25,000 px tiled TIFF of 274 KB) that 
 pixels and shrinks each block to its part of the thumbnail (``cv2.INTER_AREA``: the mean over the source pixels).
 
 Memory bound: the thumbnail itself (w x h x 3 bytes, at most 4096 x 4096 x 3 = 48 MiB for the segmentation
-thumbnail) plus the working set of one block, about 3 x READ_BLOCK² x 4 bytes = 48 MiB (the RGBA block from
+thumbnail) plus the working set of one block, about 3 x READ_BLOCK² x 4 bytes = 12 MiB (the RGBA block from
 OpenSlide, its numpy copy and OpenSlide's conversion buffer), plus OpenSlide's own tile cache (32 MiB by
 default): under 200 MiB whatever the slide's size. Time grows with the pixels of the level read, so a level of
 more than ``MAX_SOURCE_PIXELS`` is refused with a message naming the slide and what to do.
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-READ_BLOCK = 2048  # side (px of the level read) of one read_region call
+READ_BLOCK = 1024  # side (px of the level read) of one read_region call (4 MiB of RGBA: little heap churn)
 MAX_SOURCE_PIXELS = 10**10  # pixels of the level a thumbnail may decode: 100k x 100k px, minutes of decoding
 
 
