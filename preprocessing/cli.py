@@ -21,16 +21,28 @@ from pathlib import Path
 from .annotations import add_region_arguments, region_filter_from_args
 from .discover import discover, parse_shard, shard
 from .extract import ExtractConfig, Extractor, SlideSource
-from .manifest import SlideResult, update_manifest
+from .manifest import ManifestRecorder, SlideResult
+from .progress import MODES
 from .tiling import TilingParams
 from .tissue import TissueParams
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults only for options that take a value and have one: the default of a switch such as
+    ``--no-qc`` is the value of its destination (True), and "--no-qc ... (default: True)" reads backwards."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="acmil preprocess",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,  # "--tile-s" is an error, not silently "--tile-size"
     )
     p.add_argument("--config", type=Path, help="YAML file of option defaults")
     io = p.add_argument_group("input / output")
@@ -39,8 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--out", help="output folder (features/, qc/, manifest.csv)")
     io.add_argument("--shard", help="process shard i of n (0-based) of the slide list sorted by id, e.g. 0/4")
     io.add_argument("--overwrite", action="store_true", help="recompute even complete outputs")
-    io.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC pictures")
-    io.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    io.add_argument("--no-qc", dest="qc", action="store_false", help="do not draw the QC pictures (drawn by default)")
+    io.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="bars: tqdm bars; lines: one line per slide; auto: bars on a terminal, lines when stderr is a file",
+    )
+    io.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const="none",
+        help="no progress output (= --progress none)",
+    )
     io.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored feature type")
     res = p.add_argument_group("resolution and tiling")
     res.add_argument("--mpp", type=float, help="µm/px for slides whose metadata has none (and plain images)")
@@ -77,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--norm", choices=["model", "imagenet"], default="model", help="mean/std of the model or ImageNet")
     add_region_arguments(p)  # --annotations, --roi-classes, --exclude-classes
     run = p.add_argument_group("running")
-    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--batch-size", type=int, default=32, help="tiles per encoder forward pass")
     run.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)), help="tile readers")
     run.add_argument(
         "--devices",
@@ -165,7 +189,7 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
     )
 
 
-def _summary(results: list[SlideResult], seconds: float) -> str:
+def _summary(results: list[SlideResult], seconds: float, disk_full: OSError | None, recorder: ManifestRecorder) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     tiles = sum(r.n_tiles for r in results if r.status == "ok")
     lines = [
@@ -174,6 +198,13 @@ def _summary(results: list[SlideResult], seconds: float) -> str:
         + (f" ({tiles / seconds:.1f} tiles/s)" if tiles and seconds > 0 else "")
     ]
     lines += [f"  FAILED {r.slide_id}: {r.error}" for r in results if r.status == "failed"]
+    if disk_full is not None:
+        lines.append(f"preprocess: stopped: {disk_full}; free some space and rerun the same command to resume")
+    if recorder.unwritten:
+        lines.append(
+            f"preprocess: {len(recorder.unwritten)} row(s) could not be added to the manifest "
+            f"({recorder.error}); it holds the rows written before"
+        )
     return "\n".join(lines)
 
 
@@ -190,23 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _config(args)
     devices = resolve_devices(args.devices)
     enc_kwargs = dict(name=args.encoder, weights=args.weights, resize=args.resize, norm=args.norm)
-    manifest = out / "manifest.csv"
-
-    def record(res: SlideResult) -> None:
-        update_manifest(manifest, [res])
+    record = ManifestRecorder(out / "manifest.csv")
 
     t0 = time.perf_counter()
     if len(devices) == 1:
         from .encoders import load_encoder
 
         encoder = load_encoder(device=devices[0], **enc_kwargs)
-        results = Extractor(encoder, cfg, out, devices[0], args.progress).run(sources, record, len(sources))
+        extractor = Extractor(encoder, cfg, out, devices[0], args.progress)
+        results = extractor.run(sources, record, len(sources))
+        disk_full = extractor.disk_full
     else:
         from .parallel import run_on_devices
 
         results = run_on_devices(devices, enc_kwargs, cfg, out, sources, record, args.progress)
-    print(_summary(results, time.perf_counter() - t0), file=sys.stderr)
-    return 0 if all(r.status != "failed" for r in results) else 1
+        disk_full = next((r.error for r in results if "disk full while writing" in r.error), None)
+    print(_summary(results, time.perf_counter() - t0, disk_full, record), file=sys.stderr)
+    return 0 if all(r.status != "failed" for r in results) and not record.unwritten else 1
 
 
 def run_sources(sources: list[SlideSource], out: Path, argv: list[str]) -> list[SlideResult]:
@@ -218,5 +249,5 @@ def run_sources(sources: list[SlideSource], out: Path, argv: list[str]) -> list[
     device = resolve_devices(args.devices)[0]
     encoder = load_encoder(args.encoder, args.weights, args.resize, args.norm, device)
     return Extractor(encoder, _config(args), out, device, args.progress).run(
-        sources, lambda r: update_manifest(out / "manifest.csv", [r]), len(sources)
+        sources, ManifestRecorder(out / "manifest.csv"), len(sources)
     )

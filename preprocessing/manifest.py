@@ -1,17 +1,22 @@
 """manifest.csv: one row per slide (the latest outcome), updated after every slide.
 
-Several processes (``--devices``, or ``--shard`` jobs on one file system) may share an output folder, so each
-update takes an exclusive lock, re-reads the file, replaces the rows of its slides and renames a new file into
-place: the manifest is always whole and keeps the rows of slides other runs processed.
+Several processes (``--devices``, ``--shard`` jobs, or two runs on one ``--out``) may share an output folder, so
+each update takes an exclusive lock (``filelock``), re-reads the file, replaces the rows of its slides and renames a
+new file into place: the manifest is always whole and keeps the rows of slides other runs processed. When the
+disk is full the old manifest stays as it was and :class:`ManifestRecorder` keeps the rows it could not write.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from filelock import FileLock
+
+from acmil.atomic import atomic_path
+from acmil.features import disk_error
 
 
 @dataclass
@@ -51,17 +56,40 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def update_manifest(path: str | os.PathLike, results: list[SlideResult]) -> None:
-    """Insert or replace the rows of ``results`` (by slide_id) under a lock; atomic rename."""
+    """Insert or replace the rows of ``results`` (by slide_id) under a lock; atomic rename.
+
+    Raises:
+        DiskFullError / OSError: naming the manifest; the file with the final name is then unchanged.
+    """
     path = Path(path)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = {r["slide_id"]: r for r in read_manifest(path)}
-        for res in results:
-            rows[res.slide_id] = res.row()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for sid in sorted(rows):
-                writer.writerow({c: rows[sid].get(c, "") for c in COLUMNS})
-        os.replace(tmp, path)
+    try:
+        with FileLock(path.with_name(f".{path.name}.lock"), thread_local=False):
+            rows = {r["slide_id"]: r for r in read_manifest(path)}
+            for res in results:
+                rows[res.slide_id] = res.row()
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                for sid in sorted(rows):
+                    writer.writerow({c: rows[sid].get(c, "") for c in COLUMNS})
+    except OSError as err:
+        raise disk_error(err, path) from err
+
+
+class ManifestRecorder:
+    """``on_result`` callback that records each result; rows that could not be written (a full disk) are kept
+    and retried with the next result, so one failed write loses no row that a later write can still save."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.unwritten: list[SlideResult] = []
+        self.error: OSError | None = None
+
+    def __call__(self, res: SlideResult) -> None:
+        self.unwritten.append(res)
+        try:
+            update_manifest(self.path, self.unwritten)
+        except OSError as err:
+            self.error = err
+            return
+        self.unwritten, self.error = [], None

@@ -42,12 +42,11 @@ def run_on_devices(
     out: Path,
     sources: list[SlideSource],
     on_result: Callable[[SlideResult], None],
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> list[SlideResult]:
     """Process ``sources`` with one spawned process per device; returns one result per slide."""
-    from tqdm.auto import tqdm
-
     from .encoders import load_encoder
+    from .progress import Progress
 
     load_encoder(device="cpu", **enc_kwargs)  # fail fast on a bad name or weights, before spawning
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
@@ -64,7 +63,7 @@ def run_on_devices(
     done: dict[str, SlideResult] = {}
     taken: dict[str, str] = {}
     by_id = {s.slide_id: s for s in sources}
-    bar = tqdm(total=len(sources), desc="slides", unit="slide", disable=not progress)
+    bar = Progress(progress, len(sources))
     while len(done) < len(sources):
         try:
             msg = results.get(timeout=1.0)
@@ -76,7 +75,7 @@ def run_on_devices(
             res = msg[1]
             done[res.slide_id] = res
             on_result(res)
-            bar.update(1)
+            bar.slide_done(res)
         else:
             taken[msg[1]] = msg[0]
     for p in procs:

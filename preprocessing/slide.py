@@ -127,13 +127,20 @@ class Slide:
         return composite_white(rgba)
 
     def thumbnail(self, max_width: int, max_height: int) -> np.ndarray:
-        """(h, w, 3) uint8 RGB thumbnail that fits in the box, aspect ratio kept."""
+        """(h, w, 3) uint8 RGB thumbnail that fits in the box, aspect ratio kept; read block-wise in bounded
+        memory (see :mod:`.thumbnail`: under 200 MiB whatever the slide's size, none of its levels in one piece).
+
+        Raises:
+            SlideError: unreadable, or a level too large to make a thumbnail from (no pyramid).
+        """
+        from .thumbnail import ThumbnailTooCostly, read_thumbnail
+
         try:
-            img = self.handle.get_thumbnail((int(max_width), int(max_height)))
+            return read_thumbnail(self.handle, int(max_width), int(max_height), self.path)
+        except ThumbnailTooCostly as err:
+            raise SlideError(str(err)) from err
         except Exception as err:  # noqa: BLE001
-            raise SlideError(f"{self.path}: cannot read a thumbnail ({err})") from err
-        arr = np.asarray(img)
-        return composite_white(arr) if arr.shape[-1] == 4 else np.ascontiguousarray(arr[..., :3])
+            raise SlideError(f"{self.path}: cannot read a thumbnail ({type(err).__name__}: {err})") from err
 
     def close(self) -> None:
         if self._osr is not None:
