@@ -81,7 +81,7 @@ def worker_lightning(args: argparse.Namespace) -> dict:
 
     from lightning.pytorch.callbacks import Callback
 
-    from acmil.training.cli import ACMILCLI
+    from acmil.training.lightning_run import ACMILCLI
 
     class EpochTimer(Callback):
         def __init__(self) -> None:

@@ -45,7 +45,7 @@ def localisation(
     log = BatchLog()
     rows: list[dict] = []
     pooled_scores, pooled_labels = [], []
-    for slide in iter_slides(select_slides(features_dir, slide_ids), log):
+    for slide in iter_slides(select_slides(features_dir, slide_ids), log, lm.card.in_dim):
         try:
             labels = tile_labels(masks_dir, slide, threshold, downsample)
         except ValueError as err:
@@ -85,7 +85,7 @@ def localisation(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--masks", required=True, help="folder of <slide_id>.png tumour masks")
