@@ -104,3 +104,17 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
     return Path(target)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a full disk into
+    "RuntimeError: basic_ios::clear: iostream error", a plain write gives the OSError (ENOSPC) named here."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(buffer.getbuffer())
+    return Path(path)

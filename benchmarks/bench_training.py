@@ -47,6 +47,7 @@ def worker_plain(args: argparse.Namespace) -> dict:
     import h5py
     import numpy as np
     import torch
+
     from acmil.models import create_model
 
     train = json.loads(Path(args.train_list).read_text())  # [[path, label], ...]

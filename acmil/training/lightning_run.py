@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from acmil.atomic import atomic_path, copy_file, write_csv, write_json
+from acmil.atomic import atomic_path, copy_file, save_torch, write_csv, write_json
 from acmil.checkpoint import load_model
 
 from .data import FeatureDataModule
@@ -50,8 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        save_torch(path, checkpoint)
 
 
 class _SaveConfigToRunDir(SaveConfigCallback):
