@@ -83,6 +83,7 @@ def worker_lightning(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import Callback
 
     from acmil.training.lightning_run import ACMILCLI
+    from acmil.training.rundir import RunOptions
 
     class EpochTimer(Callback):
         def __init__(self) -> None:
@@ -117,7 +118,7 @@ def worker_lightning(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cli = ACMILCLI(argv)
+        cli = ACMILCLI(argv, options=RunOptions(overwrite=True))  # a rerun replaces its run folder
     scan = time.perf_counter() - start  # parse + instantiate (includes the one streamed NaN/inf check)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)

@@ -128,9 +128,13 @@ def train_main(argv: list[str] | None = None) -> int:
         _train_summary().print_help()
         return 0
     if _wants(argv, "--help-all"):
+        import warnings
+
         from .lightning_run import ACMILCLI
 
-        ACMILCLI(["--help"])  # prints every option and exits
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "args parameter ... sys.argv": on purpose
+            ACMILCLI(["--help"])  # prints every option and exits
         return 0
     metrics, root = _train(argv)
     if metrics is not None:

@@ -9,11 +9,14 @@ light entry point.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -66,6 +69,23 @@ class _SaveConfigToRunDir(SaveConfigCallback):
         self.already_saved = True
 
 
+class _Parser(LightningArgumentParser):
+    """LightningCLI's parser with a short error: the message and a close option name, not 60 lines of usage."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        known = [opt for action in self._actions for opt in action.option_strings]
+        hints = []
+        for given in re.findall(r"--[\w.]+", message):
+            close = difflib.get_close_matches(given, known, n=1, cutoff=0.8)
+            if close and close[0] != given:
+                hints.append(f"did you mean {close[0]}?")
+        sys.stderr.write(f"{self.prog}: error: {message}\n" + "".join(f"  {h}\n" for h in hints)
+                         + f"  ({self.prog} --help: the common options; --help-all: every option)\n")
+        sys.exit(2)
+
+
 class ACMILCLI(LightningCLI):
     """LightningCLI for :class:`MILModule` + :class:`FeatureDataModule`, with the run directory laid out.
 
@@ -81,6 +101,7 @@ class ACMILCLI(LightningCLI):
             MILModule,
             FeatureDataModule,
             save_config_callback=_SaveConfigToRunDir,
+            parser_class=_Parser,
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             # allow_abbrev=False: "--trainer.max_epoch 3" is an error, not silently max_epochs

@@ -14,6 +14,7 @@ import yaml
 # What a run writes into its directory (``--overwrite`` removes these, and only these).
 RUN_ARTEFACTS = ("checkpoints", "logs", "metrics.json", "predictions.csv", "splits.json", "config.yaml", "train.log")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+LOG_NAME = "train.log"
 OWN_FLAGS = {"--overwrite": "overwrite", "--resume": "resume", "--verbose": "verbose"}
 
 
@@ -43,6 +44,13 @@ def split_own_flags(argv: list[str]) -> tuple[RunOptions, list[str]]:
     if options.overwrite and options.resume:
         raise RunDirError("--overwrite starts the run again and --resume continues it: give one of them")
     return options, rest
+
+
+def _held(root: Path) -> list[str]:
+    """What ``root`` holds, less a lone log: a run refused for bad input leaves only its train.log."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name != LOG_NAME)
 
 
 def _is_launched_worker() -> bool:
@@ -81,14 +89,14 @@ def prepare_run_dir(root: Path, options: RunOptions, config_yaml: str | None = N
             for leftover in (root / "checkpoints").glob(".*.partial"):  # from a kill during a save
                 leftover.unlink(missing_ok=True)
             return last
-        if root.is_dir() and any(root.iterdir()):
+        if _held(root):
             raise RunDirError(f"{root}: nothing to resume ({last} does not exist: the run was stopped before its "
                               "first epoch ended); start it again with --overwrite")
         return None
-    if _is_launched_worker() or not root.is_dir() or not any(root.iterdir()):
+    held = _held(root)
+    if _is_launched_worker() or not held:
         return None
     if not options.overwrite:
-        held = sorted(p.name for p in root.iterdir())
         raise RunDirError(f"{root} is not empty (holds {', '.join(held[:6])}{' ...' if len(held) > 6 else ''}): "
                           f"add --resume to continue its run from {LAST_CHECKPOINT}, --overwrite to replace it, "
                           "or choose another --trainer.default_root_dir")

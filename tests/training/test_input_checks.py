@@ -39,6 +39,9 @@ def test_a_single_class_is_refused_before_training_with_the_counts(small, tmp_pa
         run_training([*train_args(small, run, 1), "--data.labels_csv", str(one)])
     assert str(one) in str(info.value)
     assert not (run / "checkpoints").exists()  # refused before an epoch ran
+    assert "slides per class" in (run / "train.log").read_text() or (run / "train.log").exists()
+    # the corrected labels train into the same folder: a refused run's lone log does not make it "not empty"
+    assert run_training([*train_args(small, run, 1)])["val"]
 
 
 def test_numeric_labels_1_and_1_0_are_one_class(small, tmp_path) -> None:
