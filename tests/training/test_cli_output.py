@@ -5,23 +5,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
-LIGHT_CHECK = ("import sys, time; from acmil.cli import main; t = time.perf_counter(); code = main({argv!r}); "
-               "print('SECONDS', time.perf_counter() - t, 'HEAVY', sorted(m for m in ('torch', 'lightning') "
-               "if m in sys.modules), 'CODE', code)")
+# What made --help take 5-12 s (torch alone is seconds to import). Timings are in benchmarks/bench_training.py
+# --help-times (0.1-0.2 s each on an idle machine); a timed test would fail on a busy one.
+HEAVY = ("torch", "lightning", "numpy", "h5py", "sklearn", "torchmetrics", "jsonargparse")
+LIGHT_CHECK = ("import sys; from acmil.cli import main; code = main({argv!r}); "
+               f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), 'CODE', code)")
 
 
 @pytest.mark.parametrize("command", ["train", "test", "cv", "predict"])
 def test_help_is_instant_short_and_without_lightning(command: str, repo_root) -> None:
-    start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", LIGHT_CHECK.format(argv=[command, "--help"])], cwd=repo_root,
                           capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - start
     assert "HEAVY [] CODE 0" in done.stdout, done.stdout[-500:]
-    assert wall < 1.0 or float(done.stdout.split("SECONDS ")[1].split()[0]) < 0.5
     text = done.stdout
     assert "example:" in text and f"acmil {command} " in text.split("example:")[1]
     assert len(text.splitlines()) < 70
