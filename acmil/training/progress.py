@@ -7,6 +7,7 @@ Lightning's own bar is used under ``acmil train --verbose``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -23,6 +24,14 @@ def _duration(seconds: float) -> str:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
     return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 100 where it reports none (a pty without a size draws an empty bar otherwise)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 100
+    except (OSError, ValueError, AttributeError):
+        return 100
 
 
 class RunProgress(ProgressBar):
@@ -62,7 +71,7 @@ class RunProgress(ProgressBar):
             per_epoch = self.total_train_batches
             epochs = max(0, trainer.max_epochs - trainer.current_epoch) if trainer.max_epochs else 1
             total = per_epoch * epochs if isinstance(per_epoch, int) else None
-            self._bar = tqdm(total=total, file=self.stream, unit="step", dynamic_ncols=True, leave=True)
+            self._bar = tqdm(total=total, file=self.stream, unit="step", ncols=_columns(self.stream), leave=True)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._bar is not None:
