@@ -251,7 +251,8 @@ def check_trainable(cohort: Cohort, labels_csv: str | os.PathLike) -> None:
 
 
 def check_split_sizes(cohort: Cohort, labels_csv: str | os.PathLike, val_fraction: float, test_fraction: float) -> None:
-    """Each class needs a case in every split it is drawn into: train, and validation / test when asked for."""
+    """Each class needs a case in every split it is drawn into: train, and validation / test when asked for
+    (``test_fraction`` 1.0 stands for cross-validation's test fold). Else sklearn fails with "n_samples=1"."""
     needed = 1 + (val_fraction > 0) + (test_fraction > 0)
     cases: dict[str, set[str]] = {name: set() for name in cohort.class_names}
     for target, group in zip(cohort.targets, cohort.groups, strict=True):
@@ -262,8 +263,9 @@ def check_split_sizes(cohort: Cohort, labels_csv: str | os.PathLike, val_fractio
         splits = " + ".join(["train"] + ["validation"] * (val_fraction > 0) + ["test"] * (test_fraction > 0))
         raise DataValidationError([
             f"{labels_csv}: a split into {splits} needs at least {needed} slides (cases) per class, one for "
-            f"each split; cases per class: {have}. Add slides, give the CSV a split column, or set "
-            "--data.test_fraction 0 (then 2 per class are enough)"
+            f"each split; cases per class: {have}. Add slides or give the CSV a split column"
+            + (f" (or set --data.test_fraction 0: no test split, {needed - 1} per class)" if 0 < test_fraction < 1
+               else "")
         ])
 
 
