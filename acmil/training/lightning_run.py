@@ -56,6 +56,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_torch(path, checkpoint)
 
 
+class LastEpochCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt`` after every epoch, for ``--resume``. Its own class, so its state key differs
+    from a monitor-less ModelCheckpoint a config adds (Lightning refuses two callbacks with one key)."""
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
+
+
 class _SaveConfigToRunDir(SaveConfigCallback):
     """Save the resolved config as ``RUN/config.yaml`` (``--config RUN/config.yaml`` replays the run)."""
 
@@ -146,8 +155,7 @@ class ACMILCLI(LightningCLI):
                 save_top_k=1, save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
             ),
             # The latest epoch, every epoch (save_last=True would only follow the best one's saves).
-            ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
-                            auto_insert_metric_name=False, enable_version_counter=False),
+            LastEpochCheckpoint(checkpoints),
         ]
         if config.get("logger"):
             callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -95,3 +95,18 @@ def test_kill_9_then_resume_completes_the_run(cohort, tmp_path, train_args, repo
     assert first_logged.startswith(f"epoch {killed_at + 2}/12")  # continued, not started again
     assert set(json.loads((run / "metrics.json").read_text())) == {"val", "test"}
     assert not list((run / "checkpoints").glob(".*partial"))
+
+
+def test_a_config_with_its_own_monitorless_checkpoint_still_trains(cohort, tmp_path, train_args) -> None:
+    """The demo's config keeps the final epoch with a ModelCheckpoint without monitor; last.ckpt must not clash."""
+    import yaml
+
+    run = tmp_path / "run"
+    config = tmp_path / "final.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(run / "checkpoints"), "filename": "final", "save_top_k": 1,
+                      "enable_version_counter": False}}]}}))
+    assert run_training([*train_args(cohort, run, 2), "--config", str(config)])["val"]
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "final.ckpt", "last.ckpt"}
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
