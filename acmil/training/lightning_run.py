@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -159,6 +159,10 @@ class ACMILCLI(LightningCLI):
         ]
         if config.get("logger"):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+        summary_on = config.get("enable_model_summary") in (None, True)
+        if summary_on and not any(isinstance(c, ModelSummary) for c in callbacks):
+            # The plain summary logs (to train.log); Lightning's default with `rich` installed prints to stdout.
+            callbacks.append(ModelSummary())
         if config.get("enable_progress_bar") in (None, True) and not self.options.verbose:
             callbacks.append(RunProgress())  # Lightning's own bar under --verbose
         return super()._instantiate_trainer(config, callbacks)
