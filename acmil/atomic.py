@@ -1,37 +1,78 @@
-"""Result files written atomically: a temporary file in the destination folder, renamed when complete,
-so a file with its final name is always whole (and a crash leaves no half-written result)."""
+"""Result files written atomically: a temporary file in the destination folder, flushed to disk (fsync) and
+renamed when complete, so a file with its final name is always whole (a crash, a kill or a full disk leaves
+the previous file, never a half-written one). Every error names the file it was writing."""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+_REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+
+
+class AtomicWriteError(OSError):
+    """Writing ``filename`` failed; ``errno`` is the underlying error's (ENOSPC for a full disk)."""
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk: a rename is only durable after both."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EBADF):  # some file systems cannot fsync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_error(path: str | os.PathLike, err: OSError) -> AtomicWriteError:
+    """An OSError that says which file could not be written and why, in words ("disk full")."""
+    reason = _REASONS.get(err.errno or 0, err.strerror or str(err))
+    wrapped = AtomicWriteError(err.errno, f"cannot write {path}: {reason}")
+    wrapped.filename = str(path)
+    return wrapped
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds, else remove it."""
+    """Yield a temporary path beside ``path``; when the block succeeds, fsync it and rename it to ``path``.
+
+    On any error the temporary file is removed and ``path`` keeps its previous content; an OSError (disk
+    full, permission) is raised again as :class:`AtomicWriteError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
+    except AtomicWriteError:
+        raise
+    except OSError as err:
+        raise write_error(path, err) from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is gone or unwritable: nothing was left in it
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # numpy values exist only once numpy is imported: commands' --help stay light
+    if np is not None and isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
@@ -40,8 +81,9 @@ def _json_default(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (numpy values and paths converted)."""
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"  # serialise first: a bad value writes nothing
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(text)
     return Path(path)
 
 
@@ -52,4 +94,27 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fieldname
         writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    return Path(path)
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``target`` atomically (``target`` is whole or keeps its previous content)."""
+    import shutil
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a full disk into
+    "RuntimeError: basic_ios::clear: iostream error", a plain write gives the OSError (ENOSPC) named here."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(buffer.getbuffer())
     return Path(path)

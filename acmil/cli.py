@@ -9,8 +9,8 @@ import sys
 
 # name -> (module, function, one-line help). The function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("acmil.training.cli", "train_main", "train a MIL model on feature files (LightningCLI)"),
-    "test": ("acmil.training.cli", "test_main", "evaluate a checkpoint on a labelled split (LightningCLI)"),
+    "train": ("acmil.training.cli", "train_main", "train a MIL model on feature files into a run directory"),
+    "test": ("acmil.training.cli", "test_main", "evaluate a checkpoint on labelled feature files"),
     "cv": ("acmil.training.cv", "main", "K-fold cross-validation, stratified and grouped by case"),
     "predict": ("acmil.training.predict", "main", "predict slides from feature files into a CSV"),
     "compare": ("acmil.evaluation.compare", "main", "two models on the same slides: DeLong and paired bootstrap"),

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from acmil.features import FeatureFileError
+
 
 @dataclass
 class BagPrediction:
@@ -33,10 +35,26 @@ class BagPrediction:
         return self.attention.mean(axis=0)
 
 
-def _as_tensor(features: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+class FeatureWidthError(FeatureFileError):
+    """Features of another width than the model's input (another encoder's features)."""
+
+
+def check_feature_width(dim: int, in_dim: int | None, source: object = "features") -> None:
+    """The one width check of every command that runs a model (predict, serve, heatmap, the analyses).
+
+    Raises:
+        FeatureWidthError naming ``source`` (a file or slide id) and both widths.
+    """
+    if in_dim is not None and int(dim) != int(in_dim):
+        raise FeatureWidthError(f"{source}: {dim}-d features, the model expects {in_dim}-d (features of another "
+                                "encoder? preprocess the slides with the checkpoint's encoder)")
+
+
+def _as_tensor(features: np.ndarray | torch.Tensor, model: nn.Module, device: torch.device) -> torch.Tensor:
     x = torch.as_tensor(features, dtype=torch.float32)
     if x.ndim != 2:
         raise ValueError(f"features must be (N, D), got {tuple(x.shape)}")
+    check_feature_width(x.shape[1], getattr(model, "in_dim", None))
     return x.to(device)[None]  # (1, N, D)
 
 
@@ -48,7 +66,7 @@ def predict_bag(model: nn.Module, features: np.ndarray | torch.Tensor, temperatu
     model.eval()
     try:
         device = next(model.parameters()).device
-        out = model(_as_tensor(features, device))
+        out = model(_as_tensor(features, model, device))
         probs = torch.softmax(out.logits.float() / temperature, dim=-1)[0].cpu().numpy()
         attention = out.attention[0].float().cpu().numpy()
         branch = None
@@ -63,4 +81,4 @@ def predict_bag(model: nn.Module, features: np.ndarray | torch.Tensor, temperatu
 def instance_embeddings(model: nn.Module, features: np.ndarray | torch.Tensor) -> np.ndarray:
     """The model's hidden instance features (N, H) for features (N, D)."""
     device = next(model.parameters()).device
-    return model.embed_instances(_as_tensor(features, device))[0].float().cpu().numpy()
+    return model.embed_instances(_as_tensor(features, model, device))[0].float().cpu().numpy()

@@ -9,6 +9,7 @@ baseline has none), median over the epochs after the first (the first pays for w
 
     python benchmarks/bench_training.py                        # CPU, scaled-down cohort
     python benchmarks/bench_training.py --slides 200 --patches 8000 --device cuda   # the issue's size
+    python benchmarks/bench_training.py --help-times             # --help of train/test/cv/predict
 
 Writes bench_out/training_<device>.json and prints the ratios.
 """
@@ -47,6 +48,7 @@ def worker_plain(args: argparse.Namespace) -> dict:
     import h5py
     import numpy as np
     import torch
+
     from acmil.models import create_model
 
     train = json.loads(Path(args.train_list).read_text())  # [[path, label], ...]
@@ -81,7 +83,8 @@ def worker_lightning(args: argparse.Namespace) -> dict:
 
     from lightning.pytorch.callbacks import Callback
 
-    from acmil.training.cli import ACMILCLI
+    from acmil.training.lightning_run import ACMILCLI
+    from acmil.training.rundir import RunOptions
 
     class EpochTimer(Callback):
         def __init__(self) -> None:
@@ -116,7 +119,7 @@ def worker_lightning(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cli = ACMILCLI(argv)
+        cli = ACMILCLI(argv, options=RunOptions(overwrite=True))  # a rerun replaces its run folder
     scan = time.perf_counter() - start  # parse + instantiate (includes the one streamed NaN/inf check)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
@@ -180,7 +183,13 @@ def main() -> None:
     p.add_argument("--labels", default="")
     p.add_argument("--train-list", default="")
     p.add_argument("--run-dir", default="")
+    p.add_argument("--help-times", action="store_true",
+                   help="only time `acmil train/test/cv/predict --help` against `import lightning` (what they cost "
+                        "when the help came from LightningCLI)")
     args = p.parse_args()
+    if args.help_times:
+        help_times(Path(args.out))
+        return
     if args.worker:
         if args.threads:
             import torch
@@ -243,6 +252,29 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps({"time_ratio_vs_plain_loop": ratios}, indent=2))
     print(f"wrote {path}")
+
+
+def help_times(out: Path, repeats: int = 3) -> dict:
+    """Wall time (median of ``repeats`` fresh processes) of each training command's --help, and of importing
+    Lightning in a fresh process, the floor of any help printed by LightningCLI (the old --help)."""
+
+    def wall(cmd: list[str]) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, cwd=REPO, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times), 3)
+
+    baseline = wall([sys.executable, "-c", "import lightning.pytorch"])
+    result = {"import_lightning_s": baseline}
+    for command in ("train", "test", "cv", "predict"):
+        result[f"{command}_help_s"] = wall([sys.executable, "-m", "acmil", command, "--help"])
+        print(f"acmil {command} --help: {result[f'{command}_help_s']:.2f} s "
+              f"({result[f'{command}_help_s'] / baseline:.2f} x importing Lightning, {baseline:.2f} s)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "help_times.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def _device_name(device: str) -> str:

@@ -25,3 +25,22 @@ def test_failure_leaves_neither_final_nor_temporary_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(tmp_path / "bad.json", {"x": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
+    from disk_full import fill, small_tmpfs
+
+    from acmil.atomic import AtomicWriteError
+
+    with small_tmpfs(tmp_path / "mnt", "64k") as disk:
+        target = disk / "metrics.json"
+        write_json(target, {"auc": 0.9})
+        fill(disk)
+        with pytest.raises(AtomicWriteError) as info:
+            write_json(target, {"auc": 0.5, "pad": "x" * 100_000})
+        assert info.value.errno == 28 and str(target) in str(info.value) and "disk full" in str(info.value)
+        assert json.loads(target.read_text()) == {"auc": 0.9}
+        assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "metrics.json"]  # no temporary left
+        with pytest.raises(OSError, match="p.csv: disk full"):
+            write_csv(disk / "p.csv", [{"slide_id": "a" * 100_000}])
+        assert not (disk / "p.csv").exists()

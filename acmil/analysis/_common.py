@@ -70,13 +70,19 @@ def select_slides(features_dir: str | os.PathLike, slide_ids: Sequence[str] | No
     return {s: files[s] for s in slide_ids}
 
 
-def iter_slides(files: dict[str, Path], log: BatchLog) -> Iterator[SlideFeatures]:
-    """Read each feature file; unreadable ones are recorded in ``log.errors`` and skipped."""
+def iter_slides(files: dict[str, Path], log: BatchLog, in_dim: int | None = None) -> Iterator[SlideFeatures]:
+    """Read each feature file; unreadable ones, and with ``in_dim`` those of another feature width (the check
+    ``predict`` and ``serve`` use), are recorded in ``log.errors`` and skipped."""
+    from acmil.inference import check_feature_width
+
     for slide_id, path in files.items():
         try:
-            yield read_features(path, slide_id=None)
+            slide = read_features(path, slide_id=None)
+            check_feature_width(slide.dim, in_dim, path)
         except (OSError, ValueError) as err:
             log.errors[slide_id] = str(err)
+            continue
+        yield slide
 
 
 def run_model(model: Any, slide: SlideFeatures) -> SlideResult:

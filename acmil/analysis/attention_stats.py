@@ -121,7 +121,8 @@ def attention_stats(
     log = BatchLog()
     rows: list[dict] = []
     curves: dict[str, list[np.ndarray]] = {name: [] for name in labels}
-    for slide in iter_slides(files, log):
+    widths = {m.card.in_dim for m in loaded}
+    for slide in iter_slides(files, log, widths.pop() if len(widths) == 1 else None):
         if slide.n_patches == 0:
             log.skipped[slide.slide_id] = "no tiles"
             continue
@@ -144,7 +145,7 @@ def attention_stats(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil attention-stats", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil attention-stats", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint", action="append", required=True, help="checkpoint; repeat to compare models")
     p.add_argument("--name", action="append", help="display name per --checkpoint (default: the architecture)")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")

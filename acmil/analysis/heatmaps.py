@@ -74,7 +74,7 @@ def heatmaps(
     lm = load_model(checkpoint)
     log = BatchLog()
     done: dict[str, dict] = {}
-    for slide in iter_slides(select_slides(features_dir, slide_ids), log):
+    for slide in iter_slides(select_slides(features_dir, slide_ids), log, lm.card.in_dim):
         sid = slide.slide_id
         try:
             patch = slide.patch_size_level0
@@ -139,7 +139,7 @@ def parse_formats(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil heatmap", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil heatmap", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--slides", help="folder of the slide images: their thumbnails become the background")

@@ -49,7 +49,7 @@ def localisation(
     log = BatchLog()
     rows: list[dict] = []
     pooled_scores, pooled_labels = [], []
-    for slide in iter_slides(select_slides(features_dir, slide_ids), log):
+    for slide in iter_slides(select_slides(features_dir, slide_ids), log, lm.card.in_dim):
         try:
             labels, warnings = truth.labels(slide)
         except ValueError as err:
@@ -90,7 +90,7 @@ def localisation(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     truth = p.add_mutually_exclusive_group(required=True)

@@ -96,7 +96,7 @@ def umap_analysis(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("emb", "rank", "att", "branch", "truth", "idx")}
     ids: list[str] = []
     drawn: dict[str, dict[str, int]] = {}
-    for slide in iter_slides(select_slides(features_dir, slide_ids), log):
+    for slide in iter_slides(select_slides(features_dir, slide_ids), log, lm.card.in_dim):
         if slide.n_patches == 0:
             log.skipped[slide.slide_id] = "no tiles"
             continue
@@ -149,7 +149,7 @@ def umap_analysis(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil umap", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil umap", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--out", required=True, help="output folder")

@@ -1,204 +1,158 @@
-"""``acmil train`` (LightningCLI) and ``acmil test``.
+"""``acmil train`` and ``acmil test``: the entry points, light at import.
 
-``acmil train --config configs/acmil.yaml --data.features_dir DIR --data.labels_csv FILE --trainer.max_epochs N
---trainer.default_root_dir RUN --seed_everything S`` fits the model, keeps the checkpoint with the best
-validation macro-F1 + macro-AUC as ``RUN/checkpoints/best.ckpt``, evaluates it on the validation and test
-splits, and writes ``RUN/metrics.json``, ``RUN/predictions.csv``, ``RUN/splits.json`` and ``RUN/config.yaml``
-next to the CSV and TensorBoard logs in ``RUN/logs/``.
+Lightning takes seconds to import, so this module imports neither it nor torch: ``--help`` answers at
+once from the summaries below, and the LightningCLI (``acmil.training.lightning_run``) is imported only
+when a command runs. ``--help-all`` prints the full LightningCLI option list.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from .rundir import split_own_flags
 
-from acmil.atomic import write_csv, write_json
-from acmil.checkpoint import load_model
-from acmil.evaluation import summarise
+TRAIN_DESCRIPTION = """\
+Train a MIL model (ACMIL, ABMIL, mean or max pooling) on per-slide feature files and a labels CSV. The
+cohort is checked first (every problem listed at once), split into train / validation / test (stratified
+by label, grouped by case_id, unless the CSV has a split column), and the checkpoint with the best
+validation macro-F1 + macro-AUC is kept. The run directory then holds checkpoints/best.ckpt and last.ckpt,
+metrics.json, predictions.csv, splits.json, config.yaml (replays the run), logs/ (CSV and TensorBoard)
+and train.log (Lightning's full log); the terminal shows progress and the final metrics.
 
-from .data import FeatureDataModule
-from .metrics import metric_values, predict_dataset, prediction_rows
-from .module import SELECTION_METRIC, MILModule
+example:
+  acmil train --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
+      --trainer.max_epochs 50 --trainer.default_root_dir runs/acmil --seed_everything 1"""
 
-DEFAULT_RUN_DIR = "runs/train"
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "accelerator": "auto",
-    "devices": 1,  # DDP is opt-in: --trainer.devices 2 --trainer.strategy ddp
-    "max_epochs": 100,
-    "log_every_n_steps": 10,
-    "default_root_dir": DEFAULT_RUN_DIR,
-}
+TRAIN_EPILOG = """\
+Every LightningCLI option works too (--trainer.*, --model.*, --data.*, --optimizer ...):
+  acmil train --help-all         the full option list (about 500 lines)
+  acmil train --print_config     the resolved config as YAML (add your options first)"""
 
+TEST_DESCRIPTION = """\
+Evaluate a trained checkpoint on labelled feature files: writes metrics.json and predictions.csv into
+--out. The split is the run's own test split when --config RUN/config.yaml or --data.splits_file
+RUN/splits.json is given (or the CSV has a split column), else every labelled slide.
 
-class _SaveConfigToRunDir(SaveConfigCallback):
-    """Save the resolved config as ``RUN/config.yaml`` (``--config RUN/config.yaml`` replays the run)."""
-
-    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if self.already_saved:
-            return
-        if trainer.is_global_zero:
-            path = Path(trainer.default_root_dir) / self.config_filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
-        self.already_saved = True
+example:
+  acmil test --checkpoint runs/acmil/checkpoints/best.ckpt --config runs/acmil/config.yaml --out runs/acmil/test"""
 
 
-class ACMILCLI(LightningCLI):
-    """LightningCLI for :class:`MILModule` + :class:`FeatureDataModule`, with the run directory laid out."""
-
-    def __init__(self, args: list[str] | None = None, prog: str = "acmil train") -> None:
-        super().__init__(
-            MILModule,
-            FeatureDataModule,
-            save_config_callback=_SaveConfigToRunDir,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
-            parser_kwargs={"prog": prog, "description": __doc__.split("\n\n")[0]},
-            args=args,
-            run=False,
-            auto_configure_optimizers=False,  # the module builds AdamW + per-step cosine itself
-        )
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # The feature width, label map and encoder come from the data, never from a table in the config.
-        parser.link_arguments("data.in_dim", "model.in_dim", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.encoder", "model.encoder", apply_on="instantiate")
-        parser.link_arguments("data.training_cohort", "model.training_cohort", apply_on="instantiate")
-
-    def before_instantiate_classes(self) -> None:
-        # One seed for splits, initialisation and masking unless the data group sets its own split seed.
-        if self.config["data"]["seed"] is None and isinstance(self.config["seed_everything"], int):
-            self.config["data"]["seed"] = self.config["seed_everything"]
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        root = Path(config.get("default_root_dir") or DEFAULT_RUN_DIR)
-        config["default_root_dir"] = str(root)
-        if config.get("logger") in (None, True):
-            config["logger"] = [
-                TensorBoardLogger(root, name="logs", version="tensorboard", default_hp_metric=False),
-                CSVLogger(root, name="logs", version="csv"),
-            ]
-        callbacks = list(callbacks) + [
-            ModelCheckpoint(
-                dirpath=root / "checkpoints", filename="best", monitor=SELECTION_METRIC, mode="max",
-                save_top_k=1, save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
-            ),
-        ]
-        if config.get("logger"):
-            callbacks.append(LearningRateMonitor(logging_interval="step"))
-        return super()._instantiate_trainer(config, callbacks)
+def _train_summary() -> argparse.ArgumentParser:
+    """The options a user changes most, for ``--help`` (parsing is LightningCLI's; a test keeps them in sync)."""
+    p = argparse.ArgumentParser(prog="acmil train", description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
+                                usage="acmil train [options]",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+                                allow_abbrev=False)
+    main = p.add_argument_group("most used")
+    main.add_argument("--data.features_dir", metavar="DIR", help="folder of <slide_id>.h5 feature files (required)")
+    main.add_argument("--data.labels_csv", metavar="FILE",
+                      help="CSV with slide_id, label and optional split, case_id columns (required)")
+    main.add_argument("--trainer.max_epochs", metavar="N", help="epochs (default 100)")
+    main.add_argument("--config", metavar="FILE",
+                      help="model config: configs/acmil.yaml, abmil.yaml, mean.yaml or max.yaml (repeatable; "
+                           "later ones and later options win)")
+    main.add_argument("--seed_everything", metavar="S", help="seed of the split, initialisation and masking (0)")
+    main.add_argument("--trainer.devices", metavar="N", help="devices (default 1; DDP: 2 with --trainer.strategy ddp)")
+    main.add_argument("--trainer.accelerator", metavar="A", help="auto (default), cpu, gpu or mps")
+    main.add_argument("--trainer.default_root_dir", metavar="RUN", help="run directory (default runs/train)")
+    more = p.add_argument_group("often changed")
+    more.add_argument("--model.lr", metavar="LR", help="AdamW learning rate (default 1e-4)")
+    more.add_argument("--data.batch_size", metavar="B", help="bags per step (default 1; >1 pads bags)")
+    more.add_argument("--data.val_fraction", metavar="F", help="share of cases for validation (default 0.2)")
+    more.add_argument("--data.test_fraction", metavar="F", help="share of cases for test (default 0.2)")
+    own = p.add_argument_group("run directory and output")
+    own.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
+    own.add_argument("--resume", action="store_true",
+                     help="continue the run in the run directory from its checkpoints/last.ckpt")
+    own.add_argument("--verbose", action="store_true", help="show Lightning's messages too (always in train.log)")
+    own.add_argument("-h", "--help", action="store_true", help="this summary")
+    own.add_argument("--help-all", action="store_true", help="every LightningCLI option")
+    return p
 
 
-def evaluate_run(
-    module_path: str | os.PathLike, datamodule: FeatureDataModule, run_dir: Path, device: torch.device | str = "cpu"
-) -> dict[str, dict[str, float]]:
-    """Evaluate a checkpoint on val and test; write ``metrics.json`` and ``predictions.csv`` in ``run_dir``."""
-    loaded = load_model(module_path, map_location="cpu")  # the same path the service and ``predict`` use
-    model = loaded.model.to(device)
-    cohort, names = datamodule.cohort, loaded.card.class_names
-    metrics, rows, groups = {}, [], cohort.groups
-    for split in ("val", "test"):
-        probs, targets, idx = predict_dataset(model, datamodule.dataset(split), device)
-        metrics[split] = metric_values(probs, targets, len(names))
-        metrics[split].update(summarise(probs, targets, names, [groups[i] for i in idx]))  # CIs, calibration
-        rows += prediction_rows(
-            [cohort.slide_ids[i] for i in idx], probs, names, [names[t] for t in targets], split=split
-        )
-    fields = ["slide_id", "split", "label", "predicted"] + [f"prob_{c}" for c in names]
-    write_csv(run_dir / "predictions.csv", rows, fields)
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+def _test_summary() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acmil test", description=TEST_DESCRIPTION, add_help=False,
+                                usage="acmil test --checkpoint CKPT --out DIR [options]",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                                epilog="acmil test --help-all lists every option (all --data.* ones).")
+    p.add_argument("--checkpoint", metavar="CKPT", help="a best.ckpt, or an imported checkpoint (required)")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json and predictions.csv (required)")
+    p.add_argument("--config", metavar="FILE", help="a run's config.yaml: its data paths and split seed")
+    p.add_argument("--data.features_dir", metavar="DIR", help="folder of <slide_id>.h5 feature files")
+    p.add_argument("--data.labels_csv", metavar="FILE", help="labels CSV (slide_id, label, ...)")
+    p.add_argument("--data.splits_file", metavar="FILE", help="a run's splits.json: evaluate its test split")
+    p.add_argument("--split", metavar="S", help="auto (default), train, val, test or all")
+    p.add_argument("--device", metavar="D", help="torch device, e.g. cpu (default) or cuda")
+    p.add_argument("-h", "--help", action="store_true", help="this summary")
+    p.add_argument("--help-all", action="store_true", help="every option")
+    return p
+
+
+def _wants(argv: list[str], *flags: str) -> bool:
+    return any(a in flags for a in argv)
+
+
+def _train(argv: list[str]) -> tuple[dict[str, Any] | None, Path | None]:
+    """(metrics on rank 0 else None, run directory) of one training run."""
+    from .quiet import captured_lightning_output
+
+    options, rest = split_own_flags(argv)
+    run_dir: list[Path] = []
+
+    def opened(root: Path) -> None:
+        run_dir.append(root)
+        log.open(root / "train.log")
+
+    with captured_lightning_output(options.verbose) as log:
+        from .lightning_run import fit_and_evaluate
+
+        metrics = fit_and_evaluate(rest, options, on_run_dir=opened)
+    return metrics, (run_dir[0] if run_dir else None)
 
 
 def run_training(argv: list[str] | None) -> dict[str, Any] | None:
-    """Fit, select, evaluate and write the run directory. Returns val/test metrics on rank 0, else None."""
-    with warnings.catch_warnings():
-        # ``acmil train`` passes its own argv on purpose; Lightning warns when sys.argv differs.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ACMILCLI(argv)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    run_dir = Path(trainer.default_root_dir)
-    if trainer.is_global_zero:
-        dm.write_splits(run_dir / "splits.json")
-    trainer.fit(model, datamodule=dm)
-    if not trainer.is_global_zero:
-        return None
-    best = Path(trainer.checkpoint_callback.best_model_path or "")
-    target = run_dir / "checkpoints" / "best.ckpt"
-    if not best.is_file():
-        raise RuntimeError(f"{run_dir}: no checkpoint was saved (did validation run? see {SELECTION_METRIC})")
-    if best.resolve() != target.resolve():
-        shutil.copyfile(best, target)
-    device = trainer.strategy.root_device
-    return evaluate_run(target, dm, run_dir, device if device.type != "mps" else "cpu")
+    """Fit, select, evaluate and write the run directory. Returns val/test metrics on rank 0, else None.
+
+    ``argv`` are ``acmil train``'s arguments (``--overwrite``, ``--resume`` and ``--verbose`` included).
+    Lightning's messages go to ``RUN/train.log`` (and to stderr under ``--verbose``).
+    """
+    return _train(list(sys.argv[1:] if argv is None else argv))[0]
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    metrics = run_training(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _wants(argv, "-h", "--help"):
+        _train_summary().print_help()
+        return 0
+    if _wants(argv, "--help-all"):
+        import warnings
+
+        from .lightning_run import ACMILCLI
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "args parameter ... sys.argv": on purpose
+            ACMILCLI(["--help"])  # prints every option and exits
+        return 0
+    metrics, root = _train(argv)
     if metrics is not None:
-        print(json.dumps(metrics, indent=2))
+        from .progress import metrics_table
+
+        print(metrics_table(metrics))
+        if root is not None:
+            print(f"run directory: {root}  (best checkpoint: {root / 'checkpoints' / 'best.ckpt'}, "
+                  f"full log: {root / 'train.log'})")
     return 0
-
-
-def _test_parser() -> Any:
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog="acmil test", description="Evaluate a checkpoint on labelled feature files.")
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_argument("--checkpoint", required=True, help="a best.ckpt (or imported checkpoint)")
-    parser.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
-    parser.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
-                        help="auto: 'test' when the split is known (a split column, --data.splits_file, or a run's "
-                             "--config, whose seed reproduces the run's split), else every labelled slide")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_class_arguments(FeatureDataModule, "data")
-    # A run's saved config.yaml also holds these groups; they are accepted and ignored (the checkpoint
-    # defines the model).
-    for group in ("model", "trainer", "optimizer", "lr_scheduler"):
-        parser.add_argument(f"--{group}", type=dict | None, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--seed_everything", type=bool | int | None, default=None, help=argparse.SUPPRESS)
-    return parser
 
 
 def test_main(argv: list[str] | None = None) -> int:
     """``acmil test --checkpoint CKPT --data.features_dir DIR --data.labels_csv FILE --out DIR``."""
-    cfg = _test_parser().parse_args(argv)
-    loaded = load_model(cfg.checkpoint)
-    data = {k: v for k, v in vars(cfg.data).items() if v is not None and k != "class_names"}
-    dm = FeatureDataModule(**data, class_names=loaded.card.class_names)
-    dm.evaluation_only = True
-    cohort = dm.cohort
-    if cohort.in_dim != loaded.card.in_dim:
-        raise ValueError(f"{cfg.checkpoint}: model expects {loaded.card.in_dim}-d features, "
-                         f"{dm.features_dir} holds {cohort.in_dim}-d features")
-    split = cfg.split
-    if split == "auto":
-        split = "test" if (cohort.has_split_column or dm.splits_file or cfg.config) else "all"
-    indices = list(range(len(cohort.rows))) if split == "all" else dm.splits[split]
-    from .data import BagDataset
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _wants(argv, "-h", "--help"):
+        _test_summary().print_help()
+        return 0
+    from .evaluate import test_command
 
-    model = loaded.model.to(cfg.device)
-    names = loaded.card.class_names
-    probs, targets, idx = predict_dataset(model, BagDataset(cohort, indices), cfg.device)
-    metrics = {split: metric_values(probs, targets, len(names))}
-    groups = cohort.groups
-    metrics[split].update(summarise(probs, targets, names, [groups[i] for i in idx], temperature=loaded.temperature))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = prediction_rows([cohort.slide_ids[i] for i in idx], probs, names, [names[t] for t in targets], split)
-    write_csv(out / "predictions.csv", rows, ["slide_id", "split", "label", "predicted"] + [f"prob_{c}" for c in names])
-    write_json(out / "metrics.json", metrics)
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return test_command(["--help"] if _wants(argv, "--help-all") else argv)

@@ -6,7 +6,10 @@ each), so a user fixes the whole input in one pass instead of one failed run per
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,12 +25,46 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 class DataValidationError(ValueError):
-    """The input data has problems; the message lists every one of them."""
+    """The input data has problems; the message lists every one of them.
 
-    def __init__(self, problems: list[str], source: str = "input data") -> None:
+    ``outcome`` ends the first line: what did not happen because of them ("nothing was trained").
+    """
+
+    def __init__(self, problems: list[str], source: str = "input data", outcome: str = "nothing was trained") -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in the {source}, nothing was trained:\n{lines}")
+        super().__init__(f"{len(problems)} problem(s) in the {source}, {outcome}:\n{lines}")
+
+
+def normalise_label(label: str) -> str:
+    """One spelling per class: numeric labels are numbers ("1", "1.0" and "01" are class "1"; "0.50" is "0.5").
+
+    Other labels are kept as written (after stripping spaces).
+    """
+    label = label.strip()
+    try:
+        value = float(label)
+    except ValueError:
+        return label
+    if not math.isfinite(value):
+        return label
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+# Byte-order marks: a spreadsheet's "Unicode text" export is UTF-16 with one.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def read_text_file(path: Path, what: str = "CSV") -> str:
+    """A text file's content: UTF-8 (with or without BOM), or UTF-16/32 with a BOM; else a clear error."""
+    raw = path.read_bytes()
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: the {what} is not {encoding.upper()} text (byte 0x{raw[err.start]:02x} at "
+                         f"offset {err.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
 
 
 @dataclass
@@ -76,7 +113,11 @@ def read_labels(path: str | os.PathLike) -> tuple[list[LabelRow], list[str]]:
     path = Path(path)
     if not path.is_file():
         return [], [f"{path}: labels CSV not found"]
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    try:
+        text = read_text_file(path, "labels CSV")
+    except (OSError, ValueError) as err:
+        return [], [str(err)]
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -87,7 +128,7 @@ def read_labels(path: str | os.PathLike) -> tuple[list[LabelRow], list[str]]:
         for line, raw in enumerate(reader, start=2):
             cell = {k: (v or "").strip() for k, v in raw.items() if k is not None}
             split, case = cell.get("split", "").lower(), cell.get("case_id", "")
-            row = LabelRow(line, cell["slide_id"], cell["label"], split, case)
+            row = LabelRow(line, cell["slide_id"], normalise_label(cell["label"]), split, case)
             where = f"{path}, line {line}"
             if not row.slide_id:
                 problems.append(f"{where}: empty slide_id")
@@ -113,7 +154,7 @@ def infer_class_names(labels: list[str]) -> list[str]:
     """Classes in order of first appearance; integer labels (0, 1, ...) are ordered numerically."""
     unique = list(dict.fromkeys(lab for lab in labels if lab))
     try:
-        return sorted(unique, key=int)
+        return sorted(unique, key=float)
     except ValueError:
         return unique
 
@@ -124,6 +165,7 @@ def scan_cohort(
     class_names: list[str] | None = None,
     check_values: bool = True,
     on_features: Any = None,
+    outcome: str = "nothing was trained",
 ) -> Cohort:
     """Check labels and feature files; raise one :class:`DataValidationError` listing every problem.
 
@@ -137,9 +179,9 @@ def scan_cohort(
     try:
         files = list_feature_files(features_dir)
     except FeatureFileError as err:
-        raise DataValidationError(problems + [str(err)]) from None
+        raise DataValidationError(problems + [str(err)], outcome=outcome) from None
     names = list(class_names) if class_names else infer_class_names([r.label for r in rows])
-    index = {name: i for i, name in enumerate(names)}
+    index = {normalise_label(name): i for i, name in enumerate(names)}
     for r in rows:
         if r.label and r.label not in index:
             problems.append(f"{labels_csv}, line {r.line} (slide {r.slide_id}): unknown label {r.label!r} "
@@ -180,7 +222,7 @@ def scan_cohort(
             if on_features is not None:
                 on_features(i, feats)
     if problems:
-        raise DataValidationError(problems)
+        raise DataValidationError(problems, outcome=outcome)
     encoder = provenance(metas[0].attrs) if metas else {}
     return Cohort(
         rows=kept,
@@ -191,6 +233,40 @@ def scan_cohort(
         in_dim=in_dim,
         encoder=encoder,
     )
+
+
+def class_counts(cohort: Cohort) -> dict[str, int]:
+    """Slides per class, in label-map order."""
+    counts = Counter(cohort.targets)
+    return {name: counts.get(i, 0) for i, name in enumerate(cohort.class_names)}
+
+
+def check_trainable(cohort: Cohort, labels_csv: str | os.PathLike) -> None:
+    """A classifier needs slides of at least two classes; refuse before any epoch is spent."""
+    counts = class_counts(cohort)
+    present = {name: n for name, n in counts.items() if n}
+    if len(present) < 2:
+        raise DataValidationError([f"{labels_csv}: a classifier needs slides of at least two classes, found "
+                                   f"{len(present)} (slides per class: {counts})"])
+
+
+def check_split_sizes(cohort: Cohort, labels_csv: str | os.PathLike, val_fraction: float, test_fraction: float) -> None:
+    """Each class needs a case in every split it is drawn into: train, and validation / test when asked for
+    (``test_fraction`` 1.0 stands for cross-validation's test fold). Else sklearn fails with "n_samples=1"."""
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    cases: dict[str, set[str]] = {name: set() for name in cohort.class_names}
+    for target, group in zip(cohort.targets, cohort.groups, strict=True):
+        cases[cohort.class_names[target]].add(group)
+    short = {name: len(c) for name, c in cases.items() if len(c) < needed}
+    if short:
+        have = ", ".join(f"{name!r}: {len(c)}" for name, c in cases.items())
+        splits = " + ".join(["train"] + ["validation"] * (val_fraction > 0) + ["test"] * (test_fraction > 0))
+        raise DataValidationError([
+            f"{labels_csv}: a split into {splits} needs at least {needed} slides (cases) per class, one for "
+            f"each split; cases per class: {have}. Add slides or give the CSV a split column"
+            + (f" (or set --data.test_fraction 0: no test split, {needed - 1} per class)" if 0 < test_fraction < 1
+               else "")
+        ])
 
 
 def check_split_classes(cohort: Cohort, splits: dict[str, list[int]]) -> None:

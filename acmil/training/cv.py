@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from acmil.atomic import write_csv, write_json
 from acmil.evaluation import summarise as evaluation_summary
 from acmil.evaluation.io import run_case_ids
 
-from .metrics import METRIC_NAMES, metric_values
-
 DEFAULT_CV_DIR = "runs/cv"
+CV_DESCRIPTION = """\
+K-fold cross-validation: folds stratified by label and grouped by case_id. Each fold is a full acmil train
+run in RUN/fold_<k>/ whose test set is fold k (its validation set, for choosing the checkpoint, comes from
+the other folds); RUN/cv_summary.json holds each test metric's mean and std over the folds and
+RUN/oof_predictions.csv every slide's out-of-fold prediction.
+
+example:
+  acmil cv --folds 5 --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
+      --trainer.max_epochs 50 --trainer.default_root_dir runs/cv"""
 
 
 def _flag_value(argv: list[str], flag: str) -> list[str]:
@@ -55,6 +60,10 @@ def run_dir_of(argv: list[str]) -> Path:
 
 def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean and sample std (ddof=1) of each metric over folds."""
+    import numpy as np
+
+    from .metrics import METRIC_NAMES
+
     out = {}
     for name in METRIC_NAMES:
         vals = np.array([m[name] for m in fold_metrics if name in m], dtype=float)
@@ -65,7 +74,10 @@ def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
 
 
 def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
-    from .cli import run_training  # Lightning is imported only when cv runs
+    import numpy as np
+
+    from .cli import run_training
+    from .metrics import metric_values  # torch and Lightning are imported only when cv runs
 
     if any("ddp" in a for a in train_argv):
         raise ValueError("acmil cv runs its folds one after another in one process; use DDP with acmil train")
@@ -101,16 +113,21 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="acmil cv", add_help=False, description=__doc__.split("\n\n")[0],
-        epilog="Every other option is passed to each fold's `acmil train` (see acmil train --help).",
+        prog="acmil cv", add_help=False, allow_abbrev=False, usage="acmil cv --folds K [acmil train options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=CV_DESCRIPTION,
+        epilog="Every other option is passed to each fold's `acmil train` (see acmil train --help), "
+               "--overwrite included.",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
-    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true", help="this summary")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.help:
         parser.print_help()
         return 0
     summary = run_cv(args.folds, rest)
     if summary:
-        print(json.dumps(summary["metrics"], indent=2))
+        print("test metrics over the folds (mean ± sample std):")
+        for name, value in summary["metrics"].items():
+            print(f"  {name:<18} {value['mean']:.3f} ± {value['std']:.3f}")
+        print(f"run directory: {run_dir_of(rest)}  (cv_summary.json, oof_predictions.csv, fold_<k>/)")
     return 0

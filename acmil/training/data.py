@@ -21,7 +21,15 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from acmil.atomic import write_json
 from acmil.features import read_features
 
-from .cohort import SPLIT_NAMES, Cohort, DataValidationError, check_split_classes, scan_cohort
+from .cohort import (
+    SPLIT_NAMES,
+    Cohort,
+    DataValidationError,
+    check_split_classes,
+    check_split_sizes,
+    check_trainable,
+    scan_cohort,
+)
 from .splits import make_splits
 
 
@@ -191,7 +199,10 @@ class FeatureDataModule(L.LightningDataModule):
         cohort = scan_cohort(
             self.features_dir, self.labels_csv, self._class_names_arg, self.check_values,
             on_features=(lambda i, f: cache.__setitem__(i, f)) if wants_cache else None,
+            outcome="nothing was evaluated" if self.evaluation_only else "nothing was trained",
         )
+        if not self.evaluation_only:
+            check_trainable(cohort, self.labels_csv)  # before the split: one class would fail it less clearly
         if self._use_cache(cohort.feature_bytes):
             # Fill the cache here, in the main process: DataLoader workers then share it (fork, copy-on-write)
             # instead of each worker building its own copy of the cohort.
@@ -219,6 +230,8 @@ class FeatureDataModule(L.LightningDataModule):
                 )
             return {name: sorted(pos[s] for s in data.get(name, [])) for name in SPLIT_NAMES}
         seed = 0 if self.seed is None else int(self.seed)
+        if not cohort.has_split_column and not self.evaluation_only:
+            check_split_sizes(cohort, self.labels_csv, self.val_fraction, 1.0 if self.folds else self.test_fraction)
         if self.folds:
             self._split_source = f"cv:{self.fold}/{self.folds}"
         elif cohort.has_split_column:

@@ -11,16 +11,25 @@ import sys
 from pathlib import Path
 
 from acmil.atomic import write_csv
-from acmil.checkpoint import load_model
-from acmil.features import FeatureFileError, list_feature_files, read_features
-from acmil.inference import predict_bag
 
-from .cohort import read_labels
-from .metrics import prediction_rows
+
+class NothingPredicted(ValueError):
+    """Every feature file was skipped: no CSV is written (an earlier one is kept)."""
+
+
+DESCRIPTION = """\
+Predict slides with a trained checkpoint, from their feature files, into a CSV (slide_id, [label],
+predicted, one prob_<class> column per class). Lightning is not needed. A file that cannot be read, or
+whose feature width is not the model's, is reported and skipped; when every file is skipped nothing is
+written and the exit code is 1.
+
+example:
+  acmil predict --checkpoint runs/acmil/checkpoints/best.ckpt --features features --out predictions.csv"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil predict", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil predict", description=DESCRIPTION, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best.ckpt from training, or an imported checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files (or one .h5 file)")
     p.add_argument("--out", required=True, help="CSV to write")
@@ -34,6 +43,13 @@ def predict_folder(
     device: str = "cpu",
 ) -> tuple[Path, list[str]]:
     """Predict every feature file; returns the CSV path and the list of per-file errors."""
+    from acmil.checkpoint import load_model
+    from acmil.features import FeatureFileError, list_feature_files, read_features
+    from acmil.inference import check_feature_width, predict_bag
+
+    from .cohort import read_labels
+    from .metrics import prediction_rows
+
     loaded = load_model(checkpoint, map_location="cpu")
     model = loaded.model.to(device)
     names = loaded.card.class_names
@@ -51,14 +67,17 @@ def predict_folder(
     for sid, path in files.items():
         try:
             slide = read_features(path)
-            if slide.dim != loaded.card.in_dim:
-                raise FeatureFileError(f"{path}: {slide.dim}-d features, the model expects {loaded.card.in_dim}-d")
+            check_feature_width(slide.dim, loaded.card.in_dim, path)
         except FeatureFileError as err:
             errors.append(str(err))
             continue
         pred = predict_bag(model, slide.features, loaded.temperature)
         labels = [truth.get(sid, "")] if truth is not None else None
         out_rows += prediction_rows([sid], pred.probabilities[None], names, labels)
+    if not out_rows:  # never replace an earlier CSV with a header-only one
+        listed = "\n".join(f"  - {e}" for e in errors)
+        raise NothingPredicted(f"none of the {len(files)} feature file(s) in {features} could be predicted, "
+                               f"{out} was not written:\n{listed}")
     fields = ["slide_id"] + (["label"] if truth is not None else []) + ["predicted"] + [f"prob_{c}" for c in names]
     return write_csv(out, out_rows, fields), errors
 

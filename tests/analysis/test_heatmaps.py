@@ -113,3 +113,19 @@ def test_missing_slides_folder(cohort, acmil_ckpt, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="slides folder"):
         main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--slides",
               str(tmp_path / "no"), "--out", str(tmp_path)])
+
+
+def test_features_of_another_width_are_named_with_the_shared_check(cohort, acmil_ckpt, tmp_path, capsys) -> None:
+    from acmil.features import write_features
+
+    feats = tmp_path / "features"
+    feats.mkdir()
+    (feats / "slide_01.h5").symlink_to(cohort.features / "slide_01.h5")
+    wide = feats / "wide.h5"
+    coords = np.arange(8, dtype=np.int64).reshape(4, 2) * 256
+    write_features(wide, np.zeros((4, 64), np.float32), coords, coord_attrs={"patch_size_level0": 256})
+    out = tmp_path / "hm"
+    assert main(["--checkpoint", str(acmil_ckpt), "--features", str(feats), "--out", str(out), "--no-branches"]) == 0
+    error = json.loads((out / "heatmaps.json").read_text())["errors"]["wide"]
+    assert str(wide) in error and "64-d features, the model expects 32-d" in error and "mat1" not in error
+    assert "skipped wide" in capsys.readouterr().out

@@ -187,3 +187,19 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
     assert card.arch == config.split("/")[1].removesuffix(".yaml") and sorted(card.class_names) == ["a", "b", "c"]
     # class order = order of first appearance in the CSV (DESIGN.md), the same in the card and the CSV columns
     assert list(_csv(run / "predictions.csv")[0])[-3:] == [f"prob_{c}" for c in card.class_names]
+
+
+def test_predict_with_every_file_skipped_keeps_the_previous_csv(trained_run: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from acmil.cli import main
+
+    out = tmp_path / "pred.csv"
+    out.write_text("slide_id,predicted\nearlier,tumour\n")
+    bad = tmp_path / "feats"
+    bad.mkdir()
+    (bad / "broken.h5").write_text("nope")
+    ckpt = str(trained_run["run"] / "checkpoints" / "best.ckpt")
+    assert main(["predict", "--checkpoint", ckpt, "--features", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "none of the 1 feature file(s)" in err and f"{out} was not written" in err and "broken.h5" in err
+    assert out.read_text() == "slide_id,predicted\nearlier,tumour\n"
