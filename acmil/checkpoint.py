@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from acmil.atomic import atomic_path
+from acmil.atomic import save_torch
 from acmil.models import MODELS, create_model
 
 CARD_KEY = "acmil"
@@ -85,9 +85,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, card: ModelCard) -> Pa
         "state_dict": {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
         CARD_KEY: asdict(card),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_torch(path, payload)  # a full disk names the file instead of torch's 'basic_ios::clear'
 
 
 # First bytes of files people pass by mistake, and what to call them.

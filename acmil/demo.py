@@ -247,7 +247,7 @@ def _heatmap_slides(labels_csv: Path, splits: dict, n: int) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil demo", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
     p.add_argument("--quick", action="store_true", help="a smaller cohort and fewer epochs (about 1.5 min), for CI")
     p.add_argument("--seed", type=int, default=0)

@@ -136,7 +136,7 @@ def import_reference(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("reference", type=Path, help="checkpoint (.pth) saved by the reference ACMIL code")
     parser.add_argument("--out", type=Path, required=True, help="where to write the converted checkpoint")
     parser.add_argument("--classes", help="comma-separated class names in index order (default class_0, ...)")

@@ -13,6 +13,7 @@ STARTUP_FAILED = 3  # uvicorn's own exit code for a failed start-up, kept for ou
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acmil serve",
+        allow_abbrev=False,
         description="Serve slide predictions, attention heatmaps and the slide viewer (REST API under /api/v1).",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.ckpt / .pt)")

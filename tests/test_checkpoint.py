@@ -116,7 +116,7 @@ def test_predict_with_a_slide_as_checkpoint_says_so(tmp_path, capsys):
 
 
 def test_a_pickle_payload_never_runs(tmp_path, capsys):
-    """load_model (serve's loader), acmil predict and acmil import-checkpoint all refuse without running it."""
+    """load_model (serve's loader), calibrate, acmil predict and acmil import-checkpoint all refuse without running it."""
     marker = tmp_path / "MARKER"
     evil = tmp_path / "evil.ckpt"
     torch.save({**_good_payload(), "note": _Payload(marker)}, evil)
@@ -126,6 +126,10 @@ def test_a_pickle_payload_never_runs(tmp_path, capsys):
 
     with pytest.raises(ValueError, match=r"refused: .*\(posix\.system\); nothing in it was run"):
         load_model(evil)
+    from acmil.evaluation.temperature import write_temperature  # acmil calibrate rewrites the checkpoint
+
+    with pytest.raises(ValueError, match="refused"):
+        write_temperature(evil, 2.0, tmp_path / "calibrated.ckpt")
     feats = tmp_path / "f"
     feats.mkdir()
     write_features(feats / "s.h5", np.zeros((2, D), np.float32), np.zeros((2, 2), np.int64))

@@ -27,7 +27,7 @@ def test_quick_demo(tmp_path, capsys) -> None:
         assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "predictions.csv").is_file()
         # The demo keeps the final epoch (validation metrics saturate at once on 2 val slides): best.ckpt,
         # which training evaluates and the analyses read, must be that epoch's.
-        epoch = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["epoch"]
+        epoch = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"]
         assert epoch == s["size"]["epochs"] - 1
         assert set(s["metrics"][arch]) >= {"val", "test"}
         for sid in s["heatmap_slides"]:

@@ -132,7 +132,7 @@ def write_outputs(result: dict[str, Any], a: PredictionSet, b: PredictionSet, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil compare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("run_a", help="run directory (predictions.csv), cv directory (oof_predictions.csv) or a CSV")
     p.add_argument("run_b", help="the other model, on the same slides")
     p.add_argument("--names", nargs=2, default=None, metavar=("A", "B"), help="display names (default: folder names)")

@@ -143,7 +143,7 @@ def build_report(root: Path, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0, lab
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil report", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("run", help="an `acmil train`/`acmil test` folder (predictions.csv) or an `acmil cv` folder")
     p.add_argument("--labels-csv", default=None, help="labels CSV with case_id (default: the run's config.yaml)")
     p.add_argument("--n-boot", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")

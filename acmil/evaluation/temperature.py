@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from acmil.atomic import atomic_path, write_json
+from acmil.atomic import save_torch, write_json
+from acmil.checkpoint import read_checkpoint
 
 from .calibration import calibration_summary, fit_temperature
 from .io import fold_dirs, run_data_paths
@@ -52,16 +53,14 @@ def split_logits(
 
 def write_temperature(checkpoint: Path, temperature: float, out: Path | None = None) -> Path:
     """Store ``temperature`` in the checkpoint's card (atomically, in place unless ``out``)."""
-    import torch
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(checkpoint)  # weights_only: never unpickle code from a checkpoint
     card = payload.get("acmil")
     if card is None:
         raise ValueError(f"{checkpoint}: not an acmil checkpoint (no 'acmil' card)")
     card.setdefault("extra", {})["temperature"] = float(temperature)
     target = Path(out or checkpoint)
-    with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
+    save_torch(target, payload)
     return target
 
 
@@ -95,7 +94,7 @@ def calibrate_run(run_dir: Path, split: str = "val", checkpoint: Path | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil calibrate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="acmil calibrate", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("run", help="an `acmil train` run directory, or an `acmil cv` directory (every fold)")
     p.add_argument("--split", default="val", help="split of splits.json to fit on (default val)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to calibrate (default RUN/checkpoints/best.ckpt)")

@@ -58,7 +58,7 @@ def _overconfident_copy(run: Path, target: Path, factor: float = 8.0) -> Path:
     """The run with its slide head's weights (hence logits) multiplied by ``factor``."""
     shutil.copytree(run, target)
     ckpt = target / "checkpoints" / "best.ckpt"
-    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
     for key in ("model.slide_head.1.weight", "model.slide_head.1.bias"):
         payload["state_dict"][key] = payload["state_dict"][key] * factor
     torch.save(payload, ckpt)

@@ -35,7 +35,7 @@ def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_
             sys.path.remove(str(HERE))
         ckpts = run / "checkpoints"
         assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary left
-        assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 0
+        assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0
         assert load_model(ckpts / "best.ckpt").card.extra["epoch"] == 0
 
 
@@ -83,14 +83,14 @@ def test_kill_9_then_resume_completes_the_run(cohort, tmp_path, train_args, repo
     finally:
         proc.kill()
         proc.wait()
-    killed_at = torch.load(last, weights_only=False)["epoch"]  # whole and loadable after the kill
+    killed_at = torch.load(last, weights_only=True)["epoch"]  # whole and loadable after the kill
     assert killed_at < 11 and not (run / "metrics.json").exists()
     again = subprocess.run(_cli(args), cwd=repo_root, env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr
     done = subprocess.run(_cli([*args, "--resume"]), cwd=repo_root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"resuming {run}" in done.stderr
-    assert torch.load(last, weights_only=False)["epoch"] == 11
+    assert torch.load(last, weights_only=True)["epoch"] == 11
     first_logged = [line for line in done.stderr.splitlines() if line.startswith("epoch ")][0]
     assert first_logged.startswith(f"epoch {killed_at + 2}/12")  # continued, not started again
     assert set(json.loads((run / "metrics.json").read_text())) == {"val", "test"}
@@ -109,4 +109,4 @@ def test_a_config_with_its_own_monitorless_checkpoint_still_trains(cohort, tmp_p
                       "enable_version_counter": False}}]}}))
     assert run_training([*train_args(cohort, run, 2), "--config", str(config)])["val"]
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "final.ckpt", "last.ckpt"}
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1

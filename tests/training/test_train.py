@@ -68,7 +68,7 @@ def test_selected_checkpoint_is_the_best_validation_epoch(trained_run: dict) -> 
     saved = trained_run["metrics"]["val"]
     assert float(best["val/auc"]) == pytest.approx(saved["auc"], abs=1e-4)
     assert float(best["val/f1_macro"]) == pytest.approx(saved["f1_macro"], abs=1e-4)
-    ckpt = torch.load(trained_run["run"] / "checkpoints" / "best.ckpt", weights_only=False)
+    ckpt = torch.load(trained_run["run"] / "checkpoints" / "best.ckpt", weights_only=True)
     assert ckpt["epoch"] == int(best["epoch"])
 
 
