@@ -125,7 +125,7 @@ def umap_analysis(
         raise ValueError(f"{features_dir}: only {len(ids)} tiles; UMAP needs at least 4")
     cat = {k: np.concatenate(v) for k, v in parts.items() if v}
     xy = embed_2d(cat["emb"], seed)
-    n_branches = int(lm.card.arch_args.get("n_branches", 1)) if lm.card.arch == "acmil" else 1
+    n_branches = int(lm.card.arch_args.get("n_branches", 1))  # acmil and acmil_mha; 1 for the others
     truth = cat.get("truth")
     title = f"{lm.card.arch.upper()}: {len(ids)} tiles from {len(drawn)} slides (UMAP of instance features)"
     plot_umap(xy, cat["rank"], cat["branch"], truth, n_branches, title, out / "umap.png")

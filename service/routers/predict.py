@@ -12,6 +12,8 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
+from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
+
 from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
 from ..engine import Engine, SlideResult
 from ..errors import BadInput, TooLarge
@@ -125,10 +127,10 @@ def heatmap(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
-    normalisation: Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")] = "rank",
-    colormap: Annotated[str, Query(max_length=64)] = "jet",
+    normalisation: Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")] = DEFAULT_NORMALISATION,
+    colormap: Annotated[str, Query(max_length=64)] = DEFAULT_CMAP,
     alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
-    smoothing: Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")] = 0.0,
+    smoothing: Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma in tiles")] = DEFAULT_SMOOTHING,
     max_size: Annotated[int, Query(ge=16, le=4096, description="longest side in pixels")] = 2048,
 ) -> Response:
     """The attention heatmap over the slide thumbnail (blank canvas without an image), as PNG."""

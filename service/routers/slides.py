@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
+
 from ..dependencies import BranchDep, EngineDep, SlideDep
 from ..errors import NotFound, Unavailable
 from ..schemas import SlideMetadata, SlideSummary
@@ -67,7 +69,8 @@ Smoothing = Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma 
 @router.get("/{slide_id}/attention.dzi", response_class=Response, responses={200: {"content": {XML: {}}}})
 def attention_dzi(
     slide: SlideDep, engine: EngineDep, branch: BranchDep,
-    colormap: Colormap = "jet", normalisation: Normalisation = "rank", smoothing: Smoothing = 0.0,
+    colormap: Colormap = DEFAULT_CMAP, normalisation: Normalisation = DEFAULT_NORMALISATION,
+    smoothing: Smoothing = DEFAULT_SMOOTHING,
 ) -> Response:
     """DeepZoom descriptor of the attention overlay: same size and tiling as ``slide.dzi``, PNG tiles.
 
@@ -81,7 +84,8 @@ def attention_dzi(
             responses={200: {"content": {"image/png": {}}}})
 def attention_tile(
     slide: SlideDep, engine: EngineDep, branch: BranchDep, level: int, tile: str,
-    colormap: Colormap = "jet", normalisation: Normalisation = "rank", smoothing: Smoothing = 0.0,
+    colormap: Colormap = DEFAULT_CMAP, normalisation: Normalisation = DEFAULT_NORMALISATION,
+    smoothing: Smoothing = DEFAULT_SMOOTHING,
 ) -> Response:
     """One RGBA overlay tile, transparent where there is no tissue tile; aligned with the slide's tiles."""
     col, row = _address(tile, ("png",))
