@@ -18,8 +18,6 @@ from typing import Any
 import yaml
 
 from acmil.atomic import write_csv, write_json
-from acmil.evaluation import summarise as evaluation_summary
-from acmil.evaluation.io import run_case_ids
 
 DEFAULT_CV_DIR = "runs/cv"
 CV_DESCRIPTION = """\
@@ -75,6 +73,9 @@ def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
 
 def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
     import numpy as np
+
+    from acmil.evaluation import summarise as evaluation_summary
+    from acmil.evaluation.io import run_case_ids
 
     from .cli import run_training
     from .metrics import metric_values  # torch and Lightning are imported only when cv runs

@@ -111,27 +111,29 @@ class RunProgress(ProgressBar):
 
 
 def metrics_table(metrics: dict[str, dict[str, Any]]) -> str:
-    """A small table of split x metric, three decimals (n/a for an empty split), with the bootstrap 95 % interval
-    where ``metrics.json`` has one (``ci`` from :func:`acmil.evaluation.summarise`); nested entries are skipped."""
+    """A small table of split x metric, three decimals (n/a for an empty split), then the bootstrap 95 % interval
+    of each where ``metrics.json`` has one (``ci`` from :func:`acmil.evaluation.summarise`); nested entries such
+    as calibration are left to metrics.json."""
 
-    def cell(values: dict[str, Any], name: str) -> str:
-        if not isinstance(values.get(name), int | float):
-            return "n/a"
+    def interval(values: dict[str, Any], name: str) -> str:
         ci = ((values.get("ci") or {}).get("metrics") or {}).get(name) or {}
         low, high = ci.get("low"), ci.get("high")
-        band = f" [{low:.2f}, {high:.2f}]" if isinstance(low, int | float) and isinstance(high, int | float) else ""
-        return f"{values[name]:.3f}{band}"
+        return f"[{low:.2f}, {high:.2f}]" if isinstance(low, int | float) and isinstance(high, int | float) else ""
 
     found = {k for split in metrics.values() for k, v in split.items() if isinstance(v, int | float)}
     names = [n for n in TABLE_ORDER if n in found] + sorted(found - set(TABLE_ORDER))
     if not names:
         return "no metrics (empty validation and test splits)"
+    values = [[f"{v[n]:.3f}" if isinstance(v.get(n), int | float) else "n/a" for n in names] for v in metrics.values()]
+    bands = [[interval(v, n) for n in names] for v in metrics.values()]
+    widths = [max(5, len(n), *(len(r[i]) for r in values + bands)) for i, n in enumerate(names)]
     width = max(5, *map(len, metrics))
-    rows = [[cell(values, n) for n in names] for values in metrics.values()]
-    widths = [max(len(n), *(len(r[i]) for r in rows)) for i, n in enumerate(names)]
-    lines = [f"{'':<{width}}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))]
-    for split, cells in zip(metrics, rows, strict=True):
-        lines.append(f"{split:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
-    if any("[" in c for r in rows for c in r):
-        lines.append("[low, high]: bootstrap 95 % interval (metrics.json has the details)")
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"{label:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+
+    lines = [row("", names)] + [row(split, cells) for split, cells in zip(metrics, values, strict=True)]
+    if any(c for r in bands for c in r):
+        lines.append("bootstrap 95 % intervals:")
+        lines += [row(split, cells) for split, cells in zip(metrics, bands, strict=True) if any(cells)]
     return "\n".join(lines)
