@@ -36,7 +36,7 @@ def content_hash(path: str | os.PathLike) -> str:
 
 def cached_features(
     slide: Path, slide_id: str, recipe: dict, cache_root: Path, encoder_factory: Callable, progress=None,  # noqa: ANN001
-    digest: str | None = None,
+    digest: str | None = None, workers: int = 1,
 ) -> Path:
     """The slide's feature file under ``cache_root``, made with ``recipe`` unless already there."""
     digest = digest or content_hash(slide)
@@ -46,7 +46,8 @@ def cached_features(
         return final
     from acmil.preprocessing.api import preprocess_slide
 
-    return preprocess_slide(slide, recipe, folder, progress=progress, encoder=encoder_factory(), slide_id=slide_id)
+    return preprocess_slide(slide, recipe, folder, progress=progress, encoder=encoder_factory(), slide_id=slide_id,
+                            workers=workers)
 
 
 def write_heatmap(features_path: Path, prediction: BagPrediction, target: Path) -> Path:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from acmil.checkpoint import load_model
 
 from .config import Settings, get_settings
+from . import jobs_app
 from .engine import Engine
 from .errors import ServiceError
 from .registry import SlideRegistry
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.include_router(predict.router, prefix=API_PREFIX)
     app.include_router(slides.router, prefix=API_PREFIX)
+    jobs_app.install(app, settings, API_PREFIX)  # POST /slides, /jobs: new slides as jobs
     app.include_router(viewer.router)
     viewer.mount_assets(app, settings.viewer_assets_dir)
 
