@@ -47,7 +47,9 @@ def _packaged_weights(file_name: str) -> Path | None:
     return path if path.name == file_name else None
 
 
-def recipe_encoder(recipe: dict[str, Any], device: str | torch.device = "cpu", weights_file: str | None = None) -> Encoder:
+def recipe_encoder(
+    recipe: dict[str, Any], device: str | torch.device = "cpu", weights_file: str | None = None
+) -> Encoder:
     """Build the recipe's encoder, with its weights checked against the recorded sha256.
 
     Args:

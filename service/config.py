@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     import_dir: Path | None = Field(None, description='folder that POST /slides {"path": ...} may read from')
     watch_dir: Path | None = Field(None, description="queue every new slide that appears in this folder")
     encoder_weights: str | None = Field(None, description="the recipe's encoder weights file, when it used one")
-    max_slide_bytes: int = Field(20 * 1024**3, ge=1, description="largest slide upload (also capped by max_upload_bytes)")
+    max_slide_bytes: int = Field(20 * 1024**3, ge=1, description="largest slide upload (max_upload_bytes caps it too)")
     upload_quota_bytes: int = Field(200 * 1024**3, ge=1, description="total size of kept uploads")
     max_queued_jobs_per_client: int = Field(16, ge=1, description="queued or running jobs per client address")
 

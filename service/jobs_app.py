@@ -20,8 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .jobs_submit import JobError
 from .jobs_queue import TERMINAL, JobStore, enqueue, make_huey, preload, public_view, recover
+from .jobs_submit import JobError
 from .registry import SLIDE_EXTENSIONS
 
 log = logging.getLogger("uvicorn.error")
@@ -117,12 +117,23 @@ class JobService:
 
             if self.engine is not None:
                 preload(str(self.settings.checkpoint), self.settings.device, self.engine.loaded)
+                threading.Thread(target=self._warm, name="acmil-jobs-warm", daemon=True).start()
             self._consumer = EmbeddedConsumer(self.huey, workers=1, worker_type="thread", periodic=False,
                                               check_worker_health=False)
             self._consumer.start()
         if self.settings.watch_dir is not None:
             self._watcher = threading.Thread(target=self._watch, name="acmil-watch", daemon=True)
             self._watcher.start()
+
+    def _warm(self) -> None:
+        """Build the recipe's encoder at start-up, so the first job does not wait for it."""
+        from .jobs_queue import _encoder, _resources
+
+        try:
+            _encoder(_resources(str(self.settings.checkpoint), self.settings.device), self.settings.device,
+                     self.settings.encoder_weights)
+        except Exception as err:  # noqa: BLE001 - an incomplete recipe fails each job with the message
+            log.warning("slide jobs: the model's recipe cannot be reproduced here: %s", err)
 
     def stop(self) -> None:
         self._stop.set()

@@ -268,10 +268,10 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         _publish(path, Path(payload["features_dir"]) / f"{payload['slide_id']}.h5")  # last: the registry keys on it
         seconds[last["stage"]] = seconds.get(last["stage"], 0.0) + time.perf_counter() - last["t"]
         names = loaded.card.class_names
+        probabilities = {n: float(p) for n, p in zip(names, pred.probabilities, strict=True)}
         history.append(["done", round(time.time() - t0, 3)])
         store.update(job_id, state="done", progress=1.0, finished=time.time(), seconds=seconds, history=history,
-                     prediction={"predicted": names[pred.predicted],
-                                 "probabilities": {n: float(p) for n, p in zip(names, pred.probabilities, strict=True)}})
+                     prediction={"predicted": names[pred.predicted], "probabilities": probabilities})
     except JobCancelled:
         store.update(job_id, state="cancelled", finished=time.time(), message="cancelled")
     except Exception as err:  # noqa: BLE001 - a bad slide fails its job, never the worker

@@ -45,7 +45,8 @@ def file_hash(path: Path) -> str:
 def extension_of(name: str) -> str:
     ext = Path(str(name)).suffix.lower()
     if ext not in SLIDE_EXTENSIONS or ext == ".mrxs":  # MIRAX is a folder of files: not one upload
-        raise JobError(422, f"{name!r}: not a slide file name (one of {', '.join(sorted(SLIDE_EXTENSIONS - {'.mrxs'}))})")
+        known = ", ".join(sorted(SLIDE_EXTENSIONS - {".mrxs"}))
+        raise JobError(422, f"{name!r}: not a slide file name (one of {known})")
     return ext
 
 

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 
 from acmil.checkpoint import load_model
 
-from .config import Settings, get_settings
 from . import jobs_app
+from .config import Settings, get_settings
 from .engine import Engine
 from .errors import ServiceError
 from .registry import SlideRegistry

@@ -7,7 +7,7 @@ import time
 
 import httpx
 from conftest import make_slide
-from server_helpers import KEY, client, start_server, upload, wait_job
+from server_helpers import client, start_server, upload, wait_job
 
 
 def test_upload_to_prediction_end_to_end(recipe_run, tmp_path):
@@ -46,6 +46,10 @@ def test_upload_to_prediction_end_to_end(recipe_run, tmp_path):
         # after done, the same upload answers 200 with the finished job
         again = upload(c, slide)
         assert again.status_code == 200 and again.json()["state"] == "done"
+        raw = c.post("/slides", params={"filename": "other name.tif"}, content=slide.read_bytes(),
+                     headers={"Content-Type": "application/octet-stream"})  # streamed body, same content
+        assert raw.status_code == 200 and raw.json()["job_id"] == job_id
+        assert c.post("/slides", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
         assert [j["job_id"] for j in c.get("/jobs").json()] == [job_id]
         # a non-slide is refused at once, with the name and the reason; nothing is queued
         bad = c.post("/slides", files={"file": ("notes.tif", b"II*\x00 this is no slide", "image/tiff")})

@@ -9,7 +9,7 @@ import pytest
 from conftest import FAST
 
 from acmil.features import read_meta
-from acmil.recipe import cohort_recipe, missing_fields, recipe_from_file
+from acmil.recipe import missing_fields, recipe_from_file
 
 
 def test_recipe_from_preprocessed_file_is_complete(recipe_run):
@@ -54,7 +54,8 @@ def _reference_state(d_feat: int) -> dict:
     sd = {"dimreduction.fc1.weight": torch.randn(inner, d_feat),
           "attention.attention_V.0.weight": torch.randn(attn, inner), "attention.attention_V.0.bias": torch.zeros(attn),
           "attention.attention_U.0.weight": torch.randn(attn, inner), "attention.attention_U.0.bias": torch.zeros(attn),
-          "attention.attention_weights.weight": torch.randn(m, attn), "attention.attention_weights.bias": torch.zeros(m),
+          "attention.attention_weights.weight": torch.randn(m, attn),
+          "attention.attention_weights.bias": torch.zeros(m),
           "Slide_classifier.fc.weight": torch.randn(c, inner), "Slide_classifier.fc.bias": torch.zeros(c)}
     for i in range(m):
         sd[f"classifier.{i}.fc.weight"], sd[f"classifier.{i}.fc.bias"] = torch.randn(c, inner), torch.zeros(c)
