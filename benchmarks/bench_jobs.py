@@ -10,6 +10,9 @@ speed does not depend on them) on 64-px tiles at ``--target-mpp``, fed as they a
 - ``jobs_per_hour``: ``--n-small`` small slides through a real ``redis-server`` with one ``acmil worker``,
   then with two.
 
+Every process (server, workers, the two commands) runs with ``OMP_NUM_THREADS=1``: on a shared CPU, torch's
+default of one thread per core oversubscribes it and hides the comparison behind contention.
+
     python benchmarks/bench_jobs.py [--width 20480 --height 16384 --target-mpp 1.0] [--out bench_out]
 
 Writes ``bench_out/jobs.json`` and prints it.
@@ -31,7 +34,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "jobs"))
 
-from conftest import make_checkpoint, make_slide  # noqa: E402
+from jobs_helpers import make_checkpoint, make_slide  # noqa: E402
 from server_helpers import Proc, client, free_port, start_server, upload, wait_job  # noqa: E402
 
 
@@ -42,7 +45,9 @@ def recipe_args(target_mpp: float) -> list[str]:
 
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+    # the same environment as the server's (server_helpers: one OpenMP thread), so only the path differs
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

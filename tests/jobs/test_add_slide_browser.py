@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_slide
+from jobs_helpers import make_slide
 from server_helpers import KEY, start_server
 
 from acmil.service.config import DEFAULT_ASSETS

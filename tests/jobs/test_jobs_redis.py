@@ -8,7 +8,7 @@ import sys
 import time
 
 import httpx
-from conftest import make_slide
+from jobs_helpers import make_slide
 from server_helpers import Proc, client, free_port, start_server, wait_job
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
-from conftest import make_slide
+from jobs_helpers import make_slide
 from server_helpers import client, start_server, upload, wait_job
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import time
 
-from conftest import make_slide
+from jobs_helpers import make_slide
 
 from acmil.cli import main
 

@@ -6,7 +6,7 @@ import csv
 
 import h5py
 import pytest
-from conftest import FAST
+from jobs_helpers import FAST
 
 from acmil.features import read_meta
 from acmil.recipe import missing_fields, recipe_from_file
