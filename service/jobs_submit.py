@@ -25,7 +25,7 @@ class JobError(ServiceError):
 
 def check_slide(path: Path, shown: str) -> None:
     """422 unless OpenSlide (or the plain-TIFF reader) opens the file with a usable µm/px."""
-    from acmil.preprocessing.slide import open_slide
+    from acmil.preprocessing.api import open_slide
 
     try:
         open_slide(path).close()
