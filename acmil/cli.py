@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "weights": ("acmil.preprocessing.encoders.cli", "main", "list / import / fetch / verify encoder weights (offline)"),
     "convert": ("acmil.preprocessing.convert", "main", "convert CLAM / TRIDENT / ACMIL feature files to format 1"),
     "serve": ("acmil.service.cli", "main", "serve predictions, heatmaps and the slide viewer"),
+    "worker": ("acmil.service.jobs_cli", "worker_main", "run slide jobs from a Redis queue (acmil serve --queue)"),
     "heatmap": ("acmil.analysis.heatmaps", "main", "write attention heatmap PNGs for a cohort"),
     "umap": ("acmil.analysis.umap_plot", "main", "UMAP of instance embeddings coloured by attention"),
     "attention-stats": ("acmil.analysis.attention_stats", "main", "attention concentration per slide and branch"),

@@ -116,6 +116,9 @@ def import_reference(
     names = class_names or [f"class_{i}" for i in range(model.n_classes)]
     if len(names) != model.n_classes:
         raise ValueError(f"{ref_path}: the model has {model.n_classes} classes but {len(names)} names were given")
+    if encoder and encoder.get("feature_dim") not in (None, model.in_dim):
+        raise ValueError(f"{ref_path}: the recipe's features are {encoder['feature_dim']}-d but the model takes "
+                         f"{model.in_dim}-d")
     args: dict[str, Any] = {
         "n_branches": model.n_branches, "top_k": top_k, "mask_ratio": mask_ratio, "hidden_dim": model.hidden_dim,
     }
@@ -145,9 +148,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mask-ratio", type=float, help="masked fraction, training only (default: the saved "
                         f"config's mask_drop, else {DEFAULT_MASK_RATIO})")
     parser.add_argument("--encoder", help="timm name of the encoder that made the features (recorded)")
+    parser.add_argument("--recipe-from", type=Path, metavar="H5",
+                        help="a feature file made like the training features: its recipe goes into the card")
+    parser.add_argument("--recipe", type=Path, metavar="JSON", help="the recipe as a JSON file (see acmil.recipe)")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.classes.split(",")] if args.classes else None
     encoder = {"encoder": args.encoder} if args.encoder else None
+    if args.recipe_from or args.recipe:
+        from acmil.recipe import read_recipe_arg
+
+        encoder = read_recipe_arg(args.recipe_from, args.recipe, args.encoder)
     out = import_reference(args.reference, args.out, names, args.top_k, args.mask_ratio, encoder)
     print(f"wrote {out}")
     return 0

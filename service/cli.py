@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "else fetched once from the npm registry into the user cache, as package-lock.json pins)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
     parser.add_argument("--log-level", default="info")
+    from .jobs_cli import add_serve_arguments
+
+    add_serve_arguments(parser)
     return parser
 
 
@@ -72,6 +75,9 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN201 - Settings, im
         given["device"] = args.device
     if args.viewer_assets is not None:
         given["viewer_assets_dir"] = args.viewer_assets
+    from .jobs_cli import serve_overrides
+
+    given.update(serve_overrides(args))
     return Settings(**given)
 
 

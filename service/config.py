@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description='torch device for the model, e.g. "cpu", "cuda", "cuda:1"')
     precompute: bool = Field(False, description="predict all slides into the cache in the background at start-up")
     default_top_k: int = Field(12, ge=1, le=1000, description="top-attended tiles in a prediction")
+    # Slide jobs (service/jobs_app.py): new slides in, predictions out.
+    jobs_dir: Path | None = Field(None, description="slide jobs' folder (queue, uploads, cache); <features_dir>/.jobs")
+    queue_url: str | None = Field(None, description="redis://HOST:PORT/DB for acmil worker processes; none = SQLite")
+    embedded_worker: bool = Field(True, description="run slide jobs in this process (a huey consumer thread)")
+    import_dir: Path | None = Field(None, description='folder that POST /slides {"path": ...} may read from')
+    watch_dir: Path | None = Field(None, description="queue every new slide that appears in this folder")
+    encoder_weights: str | None = Field(None, description="the recipe's encoder weights file, when it used one")
+    max_slide_bytes: int = Field(20 * 1024**3, ge=1, description="largest slide upload (max_upload_bytes caps it too)")
+    upload_quota_bytes: int = Field(200 * 1024**3, ge=1, description="total size of kept uploads")
+    max_queued_jobs_per_client: int = Field(16, ge=1, description="queued or running jobs per client address")
 
 
 @lru_cache

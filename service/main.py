@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from acmil.checkpoint import LoadedModel, load_model
 
+from . import jobs_app
 from .config import Settings, get_settings
 from .engine import Engine
 from .errors import ServiceError
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, loaded: LoadedModel | None = No
     app.include_router(predict.router, prefix=API_PREFIX)
     app.include_router(slides.router, prefix=API_PREFIX)
     app.include_router(geojson.router, prefix=API_PREFIX)  # attention and annotations for QuPath
+    jobs_app.install(app, settings, API_PREFIX)  # POST /slides, /jobs: new slides as jobs
     app.include_router(viewer.router)
     viewer.mount_assets(app, settings.viewer_assets_dir)
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from acmil.features import FeatureFileError, list_feature_files, provenance, read_features, read_meta
+from acmil.features import FeatureFileError, list_feature_files, read_features, read_meta
+from acmil.recipe import cohort_recipe
 
 REQUIRED_COLUMNS = ("slide_id", "label")
 SPLIT_NAMES = ("train", "val", "test")
@@ -212,6 +213,9 @@ def scan_cohort(
     encoders = Counter(str(m.attrs["encoder"]) for m in metas if m.attrs.get("encoder"))
     if len(encoders) > 1:
         problems.append(f"{features_dir}: features come from different encoders {dict(encoders)}")
+    recipe, recipe_problems = cohort_recipe(metas)  # the full recipe, identical across the cohort
+    if len(encoders) <= 1:  # different encoders are already named above
+        problems += [f"{features_dir}: {p}" for p in recipe_problems]
     if check_values:  # also when other files failed, so one run lists every problem
         for i, m in enumerate(metas):
             try:
@@ -223,7 +227,7 @@ def scan_cohort(
                 on_features(i, feats)
     if problems:
         raise DataValidationError(problems, outcome=outcome)
-    encoder = provenance(metas[0].attrs) if metas else {}
+    encoder = recipe
     return Cohort(
         rows=kept,
         paths=[m.path for m in metas],

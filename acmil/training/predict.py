@@ -31,8 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acmil predict", description=DESCRIPTION, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best.ckpt from training, or an imported checkpoint")
-    p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files (or one .h5 file)")
-    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--features", help="folder of <slide_id>.h5 feature files (or one .h5 file)")
+    p.add_argument("--slides", help="raw slides (folder, files separated by commas, or CSV): preprocessed with the "
+                   "checkpoint's recipe, cached under --out")
+    p.add_argument("--encoder-weights", help="with --slides: the encoder's weights file when the recipe used one")
+    p.add_argument("--out", required=True, help="CSV to write (with --slides: a folder)")
     p.add_argument("--labels-csv", default=None, help="optional labels CSV: adds the true label column")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     return p
@@ -83,7 +86,17 @@ def predict_folder(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if bool(args.features) == bool(args.slides):
+        parser.error("give exactly one of --features and --slides")
+    if args.slides:
+        from acmil.predict_slides import predict_slides
+
+        done = predict_slides(args.checkpoint, args.slides, args.out, args.device, args.encoder_weights)
+        print(f"wrote {done.csv} ({len(done.rows)} slide(s)" + (f", {len(done.failures)} failed" if done.failures
+                                                              else "") + ")")
+        return 1 if done.failures else 0
     out, errors = predict_folder(args.checkpoint, args.features, args.out, args.labels_csv, args.device)
     for err in errors:
         print(f"acmil predict: skipped {err}", file=sys.stderr)
