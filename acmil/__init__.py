@@ -3,4 +3,4 @@
 Heavy libraries (Lightning, timm, FastAPI) are imported by the modules that need them, not here.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from importlib.metadata import version
+        from acmil import __version__
 
-        print(f"acmil {version('acmil')}")
+        print(f"acmil {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -53,12 +53,9 @@ class ExtractConfig:
 
 
 def _tool_version() -> str:
-    try:
-        from importlib.metadata import version
+    from acmil import __version__
 
-        return version("acmil")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        return "unknown"
+    return __version__
 
 
 def params_hash(cfg: ExtractConfig, encoder: Encoder, mpp0: float, slide_bytes: int) -> str:

@@ -111,9 +111,6 @@ def _device(name: str) -> str:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from acmil import __version__
 
-    try:
-        return version("acmil")
-    except PackageNotFoundError:
-        return "0"
+    return __version__

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
+from acmil import __version__
 from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
 
 from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
@@ -26,7 +26,7 @@ COPY_CHUNK = 1024 * 1024
 
 @router.get("/health", response_model=Health)
 def health(engine: EngineDep) -> Health:
-    return Health(model_loaded=engine.loaded is not None, slides=len(engine.registry), version=version("acmil"))
+    return Health(model_loaded=engine.loaded is not None, slides=len(engine.registry), version=__version__)
 
 
 @router.get("/model", response_model=ModelInfo)
