@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from acmil.checkpoint import LoadedModel
-from acmil.features import FeatureFileError, SlideFeatures, provenance, read_features, read_meta
+from acmil.features import FeatureFileError, FeatureMeta, SlideFeatures, provenance, read_features, read_meta
 from acmil.inference import BagPrediction, predict_bag
+from acmil.recipe import contradictions, recipe_from_meta
 
 from .caches import LockedLRU
 from .errors import BadInput, NotFound, ServiceError, Unavailable
@@ -112,18 +113,29 @@ class Engine:
             raise NotFound(f"unknown slide id {slide_id!r}")
         return entry
 
+    def _header(self, entry: SlideEntry) -> FeatureMeta:
+        """The feature file's header (no features read), cached by path, size and mtime."""
+        stat = entry.features_path.stat()  # a listing must not read every file: key on size + mtime
+        key = (str(entry.features_path), stat.st_size, stat.st_mtime_ns)
+        meta = self._meta.get(key)
+        if meta is None:
+            meta = read_meta(entry.features_path)
+            self._meta.put(key, meta)
+        return meta
+
+    def recipe_conflict(self, meta: FeatureMeta) -> str | None:
+        """How a feature file's provenance contradicts the model's recipe (other encoder, weights, µm/px, tile
+        size ...), naming both values; None when they agree or one side does not record a field."""
+        found = contradictions(self.loaded.card.encoder or {}, recipe_from_meta(meta)) if meta.attrs else []
+        return f"made with another recipe than the model's ({'; '.join(found)})" if found else None
+
     def summary(self, entry: SlideEntry) -> tuple[int | None, str | None]:
         """(n_tiles, error) of a slide's feature file, reading only its header (cached by content)."""
         try:
-            stat = entry.features_path.stat()  # a listing must not read every file: key on size + mtime
-            key = (str(entry.features_path), stat.st_size, stat.st_mtime_ns)
-            meta = self._meta.get(key)
-            if meta is None:
-                meta = read_meta(entry.features_path)
-                self._meta.put(key, meta)
+            meta = self._header(entry)
             if meta.dim != self.loaded.card.in_dim:
                 return meta.n_patches, f"feature dim {meta.dim} does not match the model's {self.loaded.card.in_dim}"
-            return meta.n_patches, None
+            return meta.n_patches, self.recipe_conflict(meta)
         except (FeatureFileError, OSError) as err:
             return None, _public(err, entry)
 
@@ -169,9 +181,12 @@ class Engine:
                 return cached, True
             start = time.perf_counter()
             try:
+                conflict = self.recipe_conflict(self._header(entry))
                 feats = read_features(entry.features_path, slide_id=entry.slide_id)
             except FeatureFileError as err:
                 raise BadInput(_public(err, entry)) from err
+            if conflict:
+                raise BadInput(f"slide {entry.slide_id!r}: its features were {conflict}")
             result = self._run(feats, key, start, self.images.dimensions(entry))
             self._predictions.put(key, result)
         return result, False
@@ -196,6 +211,11 @@ class Engine:
 
     def predict_features(self, feats: SlideFeatures) -> SlideResult:
         """Prediction for features not on disk (uploads); not cached."""
+        header = FeatureMeta(Path(feats.slide_id), feats.slide_id, len(feats.features), int(feats.features.shape[1]),
+                             feats.attrs, feats.coord_attrs, "format1")
+        conflict = self.recipe_conflict(header)
+        if conflict:
+            raise BadInput(f"uploaded features of {feats.slide_id!r} were {conflict}")
         return self._run(feats, "upload", time.perf_counter(), None)
 
     def _run(self, feats: SlideFeatures, key: str, start: float, image_size: tuple[int, int] | None) -> SlideResult:
