@@ -105,20 +105,6 @@ class _ReportingExtractor(Extractor):
         super().__init__(*args, **kwargs)
         self.progress_cb = progress_cb
 
-    def _plans(self, sources):  # noqa: ANN001, ANN202
-        # The readers key batches by ``Slide.slide_id`` (the file stem); a slide stored under another name
-        # (an upload named by its hash) keeps the id it was given.
-        plans = super()._plans(sources)
-
-        class Renamed:
-            def get(self):  # noqa: ANN202
-                item = plans.get()
-                if isinstance(item, SlidePlan):
-                    item.slide.slide_id = item.source.slide_id
-                return item
-
-        return Renamed()
-
     def _batch(self, plan: SlidePlan, index: int, tiles: torch.Tensor, error: str) -> None:
         total = len(plan.grid)
         done = min(total, (plan.done + 1) * plan.batch_size)

@@ -164,6 +164,7 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
     t0 = time.perf_counter()
     try:
         slide = open_slide(source.path, mpp=source.mpp, mpp_fallback=cfg.mpp_fallback)
+        slide.slide_id = source.slide_id  # readers key batches by it: a CSV or an upload may name a slide freely
         digest = params_hash(cfg, encoder, slide.mpp, source.path.stat().st_size)
         digest = region_digest(digest, cfg.regions, source.slide_id)  # unchanged without --annotations
         final = out / "features" / f"{source.slide_id}.h5"

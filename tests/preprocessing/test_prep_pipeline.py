@@ -195,3 +195,13 @@ def test_reader_workers_after_opencv_and_torch_ran_in_process(syn_cohort, tmp_pa
     args = list(fast_args)
     args[args.index("--target-mpp") + 1] = "1.0"  # read 128 px at level 0, resized to 64 in the worker
     assert _run(syn_cohort / "slides", tmp_path / "out", *args, "--workers", "1", "--glob", "syn_000*") == 0
+
+
+def test_slide_ids_from_a_csv_that_differ_from_the_file_names(syn_cohort, tmp_path, fast_args):
+    """The readers used to key batches by the file's stem, so a CSV naming a slide otherwise failed (KeyError)."""
+    source = sorted((syn_cohort / "slides").glob("*.tif"))[0]
+    slides = tmp_path / "in.csv"
+    slides.write_text(f"path,slide_id\n{source},case_17_block_B\n")
+    assert _run(slides, tmp_path / "out", *fast_args, "--workers", "0") == 0
+    assert _manifest(tmp_path / "out")["case_17_block_B"]["status"] == "ok"
+    assert (tmp_path / "out" / "features" / "case_17_block_B.h5").is_file()
