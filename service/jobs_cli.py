@@ -41,7 +41,7 @@ def serve_overrides(args: argparse.Namespace) -> dict:
 
 def worker_main(argv: list[str]) -> int:
     """``acmil worker --queue redis://HOST:PORT/DB``: run slide jobs (one model and encoder load per process)."""
-    parser = argparse.ArgumentParser(prog="acmil worker", description=worker_main.__doc__)
+    parser = argparse.ArgumentParser(prog="acmil worker", description=worker_main.__doc__, allow_abbrev=False)
     parser.add_argument("--queue", required=True, metavar="URL", help="the queue acmil serve --queue was given")
     parser.add_argument("--device", default=None, help="torch device for this worker (default: the server's)")
     args = parser.parse_args(argv)

@@ -76,7 +76,8 @@ def test_attention_json_mean_and_branch(client):
 
 def test_heatmap_png_on_blank_canvas_with_options(client):
     r = client.get(f"{API}/slides/synthetic_pos/heatmap.png",
-                   params={"max_size": 300, "colormap": "viridis", "alpha": 1.0, "normalisation": "minmax"})
+                   params={"max_size": 300, "colormap": "viridis", "alpha": 1.0, "normalisation": "minmax",
+                           "smoothing": 0})  # the default smooths (acmil.heatmap.DEFAULT_SMOOTHING)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     image = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
     assert image.shape == (200, 300, 3)  # 12x8 tiles of 224 px, longest side 300
