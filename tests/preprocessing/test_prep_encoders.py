@@ -98,4 +98,5 @@ def test_loading_leaves_the_caller_s_random_state_and_environment_alone(monkeypa
     assert torch.equal(torch.rand(3), expected)  # the seed for "random" weights did not leak out
     assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ and are_progress_bars_disabled() == bars_before
     b = load_encoder("resnet18", "random")
-    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    pairs = zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)  # still seeded: the same "random" weights
