@@ -131,3 +131,10 @@ def test_rank_normalise_matches_mean_ranks() -> None:
     np.testing.assert_allclose(ranks, [1.0, 1 / 6, 1 / 6, 2 / 3])  # the tie shares mean rank 0.5
     assert rank_normalise(np.array([7.0])).tolist() == [0.5]
     assert rank_normalise(np.array([])).shape == (0,)
+
+
+def test_umap_rank_shares_ties() -> None:
+    from acmil.analysis.umap_plot import within_slide_rank
+
+    assert within_slide_rank(np.array([0.2, 0.2, 0.9])).tolist() == [0.25, 0.25, 1.0]  # was [0, 0.5, 1]
+    assert within_slide_rank(np.array([0.3])).tolist() == [1.0]
