@@ -30,9 +30,9 @@ import shapely.geometry
 from shapely.errors import GEOSException
 
 from acmil.geojson import tile_boxes
+from acmil.geometry import SLIDE_EXTENSIONS
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif")
 AREA_TYPES = {"Polygon", "MultiPolygon", "GeometryCollection"}
 NO_AREA_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString"}
 LEGACY_TYPE_IDS = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection", "PathTileObject": "tile",
@@ -113,7 +113,7 @@ def find_annotation_file(directory: str | os.PathLike, slide_id: str) -> Path | 
     """``<slide_id>.geojson`` / ``.json`` (or ``<slide_id>.svs.geojson`` …) in ``directory``, or None."""
     directory = Path(directory)
     names = [f"{slide_id}{s}" for s in GEOJSON_SUFFIXES]
-    names += [f"{slide_id}{ext}{s}" for ext in SLIDE_SUFFIXES for s in GEOJSON_SUFFIXES]
+    names += [f"{slide_id}{ext}{s}" for ext in sorted(SLIDE_EXTENSIONS) for s in GEOJSON_SUFFIXES]
     for name in names:
         if (directory / name).is_file():
             return directory / name

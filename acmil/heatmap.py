@@ -27,6 +27,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from acmil.geometry import rank_normalise
+
 NORMALISATIONS = ("log", "rank", "percentile", "minmax")
 BLANK_RGB = (255, 255, 255)
 
@@ -104,21 +106,7 @@ def normalise_scores(scores: np.ndarray, method: str = DEFAULT_NORMALISATION) ->
         if hi <= lo:
             return np.full(n, 0.5, dtype=np.float32)
         return ((scores - lo) / (hi - lo)).astype(np.float32)
-    if n == 1:
-        return np.full(1, 0.5, dtype=np.float32)
-    return (_average_ranks(scores) / (n - 1)).astype(np.float32)
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """0-based ranks of (N,) values, ties sharing their mean rank (scipy's rankdata, without its import)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))  # (N,) True where a tie group begins
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], values.size)  # exclusive end of each group
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(starts_group) - 1]
-    return ranks
+    return rank_normalise(scores).astype(np.float32)
 
 
 def output_size(level0_size: Sequence[int], max_size: int | None) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .annotations import add_region_arguments, region_filter_from_args
 from .discover import discover, parse_shard, shard
-from .extract import ExtractConfig, Extractor, SlideSource
+from .extract import ExtractConfig, Extractor
 from .manifest import ManifestRecorder, SlideResult
 from .progress import MODES
 from .tiling import TilingParams
@@ -238,16 +238,3 @@ def main(argv: list[str] | None = None) -> int:
         disk_full = next((r.error for r in results if "disk full while writing" in r.error), None)
     print(_summary(results, time.perf_counter() - t0, disk_full, record), file=sys.stderr)
     return 0 if all(r.status != "failed" for r in results) and not record.unwritten else 1
-
-
-def run_sources(sources: list[SlideSource], out: Path, argv: list[str]) -> list[SlideResult]:
-    """Programmatic use: process ``sources`` with the options of ``argv`` (as on the command line)."""
-    args = parse_args(["--slides", ".", "--out", str(out), *argv])
-    _check_writable(out)
-    from .encoders import load_encoder
-
-    device = resolve_devices(args.devices)[0]
-    encoder = load_encoder(args.encoder, args.weights, args.resize, args.norm, device)
-    return Extractor(encoder, _config(args), out, device, args.progress).run(
-        sources, ManifestRecorder(out / "manifest.csv"), len(sources)
-    )

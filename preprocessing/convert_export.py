@@ -22,6 +22,7 @@ import numpy as np
 
 from acmil.atomic import atomic_path
 from acmil.features import SlideFeatures, provenance
+from acmil.geometry import level0_extent
 
 TARGETS = ("trident", "clam")
 
@@ -36,11 +37,9 @@ def _magnification(mpp: Any) -> int | None:
 
 
 def _level0_size(slide: SlideFeatures, patch: int) -> tuple[int, int]:
-    ca = slide.coord_attrs
-    if ca.get("level0_width") and ca.get("level0_height"):
-        return int(ca["level0_width"]), int(ca["level0_height"])
-    extent = slide.coords.max(axis=0) + patch if slide.n_patches else np.array([patch, patch])
-    return int(extent[0]), int(extent[1])  # the patches' extent: a lower bound of the slide's size
+    # the patches' extent, without level0_width/height, is a lower bound of the slide's size
+    coords = slide.coords if slide.n_patches else np.zeros((1, 2))
+    return level0_extent(slide.coord_attrs, coords, patch)
 
 
 def _h5(path: Path, datasets: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:

@@ -6,11 +6,10 @@ import csv
 import os
 from pathlib import Path
 
+from acmil.geometry import SLIDE_EXTENSIONS
+
 from .extract import SlideSource
 from .slide import slide_id_of
-
-# Extensions of the formats OpenSlide reads (DICOM and the like come as folders; give those as a CSV list).
-SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 
 
 def discover(slides: str | os.PathLike, pattern: str | None = None) -> list[SlideSource]:

@@ -22,11 +22,12 @@ from typing import NewType
 
 import numpy as np
 
+from acmil.geometry import MPP_RANGE, plausible_mpp
+
 # Units in names (STAMP-style): level-0 pixels vs micrometres per pixel.
 SlidePixels = NewType("SlidePixels", int)
 MPP = NewType("MPP", float)  # micrometres per level-0 pixel
 
-MPP_RANGE = (0.05, 20.0)  # plausible µm/px for a slide scan
 
 
 class SlideError(ValueError):
@@ -42,7 +43,7 @@ class MissingMPPError(SlideError):
 
 
 def _plausible(value: float | None) -> bool:
-    return value is not None and np.isfinite(value) and MPP_RANGE[0] <= value <= MPP_RANGE[1]
+    return plausible_mpp(value) is not None
 
 
 def _float(props: dict[str, str], key: str) -> float | None:

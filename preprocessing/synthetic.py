@@ -49,6 +49,8 @@ import numpy as np
 import tifffile
 from PIL import Image, PngImagePlugin
 
+from acmil import geometry
+
 MASK_DOWNSAMPLE = 16  # level-0 pixels per mask pixel (also the resolution of the generating fields)
 TILE = 256  # TIFF tile side; also the rendering unit
 _CELL = 64  # nuclei are placed on a global grid of 64 px cells so tiles join without seams
@@ -291,15 +293,9 @@ def generate_cohort(
 
 
 def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """A mask PNG as (h, w) bool and its downsample (level-0 px per mask px) from the PNG text chunk."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            down = int(im.info.get("acmil_downsample", MASK_DOWNSAMPLE))
-            mask = np.asarray(im.convert("L")) > 127
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable mask PNG ({err})") from err
-    return mask, down
+    """A mask PNG as (h, w) bool and its downsample (level-0 px per mask px; :func:`acmil.geometry.read_mask`)."""
+    mask, stated = geometry.read_mask(path)
+    return mask, int(stated) if stated else MASK_DOWNSAMPLE
 
 
 def tumour_fraction(
@@ -325,16 +321,7 @@ def tumour_fraction(
     else:
         arr = np.asarray(mask) > 0
         downsample = downsample or MASK_DOWNSAMPLE
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    h, w = arr.shape
-    integral = np.zeros((h + 1, w + 1), np.float64)  # summed-area table: any box sum in O(1)
-    integral[1:, 1:] = arr.astype(np.float64).cumsum(0).cumsum(1)
-    x0 = np.clip(np.rint(coords[:, 0] / downsample), 0, w).astype(int)
-    y0 = np.clip(np.rint(coords[:, 1] / downsample), 0, h).astype(int)
-    side = max(1, int(round(patch_size_level0 / downsample)))
-    x1, y1 = np.clip(x0 + side, 0, w), np.clip(y0 + side, 0, h)
-    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return total / float(side * side)
+    return geometry.tile_coverage(arr, coords, patch_size_level0, downsample)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,14 +10,10 @@ Coordinates are level-0 (x, y) of the top-left corner, rounded to integers.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import NewType
 
 import numpy as np
 
-from .tissue import box_fraction
-
-TilePixels = NewType("TilePixels", int)  # pixels at the target resolution
-Level0Pixels = NewType("Level0Pixels", float)  # level-0 pixels (may be fractional)
+from acmil.geometry import box_coverage
 
 
 @dataclass(frozen=True)
@@ -25,8 +21,8 @@ class TilingParams:
     """Tiling settings (recorded in each feature file)."""
 
     target_mpp: float = 0.5  # µm/px of the tiles given to the encoder (0.5 ~ 20x)
-    tile_size: int = 256  # TilePixels
-    overlap: int = 0  # TilePixels shared by neighbouring tiles
+    tile_size: int = 256  # pixels at the target resolution
+    overlap: int = 0  # pixels at the target resolution shared by neighbouring tiles
     min_tissue: float = 0.25  # keep a tile if at least this fraction of it is tissue
 
     def __post_init__(self) -> None:
@@ -48,9 +44,9 @@ class TileGrid:
     Attributes:
         coords: (N, 2) int64 level-0 (x, y) of each tile's top-left corner, row-major order.
         tissue_fraction: (N,) float64 tissue fraction of each tile.
-        tile_size: TilePixels (side of a tile given to the encoder).
-        patch_size_level0: Level0Pixels covered by one tile.
-        stride_level0: Level0Pixels between neighbouring tiles.
+        tile_size: side of a tile given to the encoder, in pixels at the target resolution.
+        patch_size_level0: level-0 pixels covered by one tile (may be fractional).
+        stride_level0: level-0 pixels between neighbouring tiles.
         read_level: pyramid level read from.
         read_size: side of the box read at ``read_level``, in that level's pixels.
         mpp0: µm/px of level 0; target_mpp: µm/px of the tiles.
@@ -120,7 +116,7 @@ def plan_tiles(
     x0, y0 = gx.ravel() * stride0, gy.ravel() * stride0  # (N,) float level-0
     if tissue_mask is not None and len(x0):
         sx, sy = tissue_mask.shape[1] / width, tissue_mask.shape[0] / height
-        frac = box_fraction(tissue_mask, x0 * sx, y0 * sy, (x0 + size0) * sx, (y0 + size0) * sy)
+        frac = box_coverage(tissue_mask, x0 * sx, y0 * sy, (x0 + size0) * sx, (y0 + size0) * sy)
     else:
         frac = np.ones(len(x0))
     keep = frac >= params.min_tissue if tissue_mask is not None else np.ones(len(x0), bool)

@@ -83,21 +83,3 @@ def tissue_contours(mask: np.ndarray) -> list[np.ndarray]:
     """Outer and hole contours of a mask, as cv2 point arrays (for QC drawing)."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     return list(contours)
-
-
-def box_fraction(mask: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
-    """Fraction of each box [x0, x1) x [y0, y1) (mask pixels, float) covered by ``mask``; (N,) float64.
-
-    Boxes are rounded to whole mask pixels (at least one); parts outside the mask count as empty.
-    """
-    h, w = mask.shape
-    integral = np.zeros((h + 1, w + 1), np.float64)  # summed-area table: any box sum in O(1)
-    integral[1:, 1:] = mask.astype(np.float64).cumsum(0).cumsum(1)
-    xa, ya = np.floor(np.asarray(x0) + 0.5).astype(np.int64), np.floor(np.asarray(y0) + 0.5).astype(np.int64)
-    xb = np.maximum(np.floor(np.asarray(x1) + 0.5).astype(np.int64), xa + 1)
-    yb = np.maximum(np.floor(np.asarray(y1) + 0.5).astype(np.int64), ya + 1)
-    area = ((xb - xa) * (yb - ya)).astype(np.float64)
-    xa, xb = np.clip(xa, 0, w), np.clip(xb, 0, w)
-    ya, yb = np.clip(ya, 0, h), np.clip(yb, 0, h)
-    total = integral[yb, xb] - integral[ya, xb] - integral[yb, xa] + integral[ya, xa]
-    return total / area

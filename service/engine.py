@@ -8,7 +8,6 @@ FastAPI runs them in its threadpool.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from acmil.checkpoint import LoadedModel
 from acmil.features import FeatureFileError, FeatureMeta, SlideFeatures, provenance, read_features, read_meta
+from acmil.geometry import level0_extent, plausible_mpp
 from acmil.inference import BagPrediction, predict_bag
 from acmil.recipe import contradictions, recipe_from_meta
 
@@ -29,7 +29,9 @@ from .slides import SlideImages
 from .uploads import UploadSlots
 
 FINGERPRINT_BYTES = 64 * 1024
-DEFAULT_PATCH = 256  # only when a file has one tile and no patch-size attribute
+# Only to draw a file of one tile without a patch-size attribute (the prediction does not need it); the
+# analyses skip such a file instead. See docs/DESIGN.md, "Units and geometry".
+DEFAULT_PATCH = 256
 
 
 def fingerprint(path: Path) -> str:
@@ -74,15 +76,6 @@ class SlideResult:
         if not 0 <= branch < attention.shape[0]:
             raise BadInput(f"branch must be in 0..{attention.shape[0] - 1} (or 'mean'), got {branch}")
         return attention[branch]
-
-
-def level0_size_of(feats: SlideFeatures, patch: int) -> tuple[int, int]:
-    """Slide extent from the feature file's attributes, else the tiles' bounding box."""
-    w, h = feats.coord_attrs.get("level0_width"), feats.coord_attrs.get("level0_height")
-    if w and h:
-        return int(w), int(h)
-    far = feats.coords.max(axis=0) + patch
-    return int(max(far[0], 1)), int(max(far[1], 1))
 
 
 class Engine:
@@ -146,7 +139,7 @@ class Engine:
         except FeatureFileError as err:  # replaced by a broken file since the prediction
             raise BadInput(_public(err, entry)) from err
         info = self.images.info(entry)
-        mpp = info.get("mpp") or _sane_mpp(meta.attrs.get("mpp_level0"))
+        mpp = info.get("mpp") or plausible_mpp(meta.attrs.get("mpp_level0"))
         return {
             "slide_id": entry.slide_id,
             "has_image": info["has_image"],
@@ -225,7 +218,7 @@ class Engine:
         patch = feats.patch_size_level0 or DEFAULT_PATCH
         with self._model_slots:
             prediction = predict_bag(self.loaded.model, feats.features, self.loaded.temperature)
-        size = image_size or level0_size_of(feats, patch)
+        size = image_size or level0_extent(feats.coord_attrs, feats.coords, patch)
         elapsed = (time.perf_counter() - start) * 1000.0
         return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed)
 
@@ -294,13 +287,6 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _sane_mpp(value: Any) -> float | None:
-    """µm/px if plausible for a microscope (a 72-dpi TIFF tag gives 352, which is not)."""
-    try:
-        mpp = float(value)
-    except (TypeError, ValueError):
-        return None
-    return mpp if math.isfinite(mpp) and 0.01 <= mpp <= 50 else None
 
 
 def _public(err: Exception, entry: SlideEntry) -> str:

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acmil.features import FeatureFileError, list_feature_files
+from acmil.geometry import SLIDE_EXTENSIONS
 
 log = logging.getLogger("uvicorn.error")
 
-# Slide formats OpenSlide reads (plus plain TIFF, which open_slide serves through PIL).
-SLIDE_EXTENSIONS = {
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".czi",
-}
 RESCAN_INTERVAL_S = 2.0
 
 

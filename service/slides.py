@@ -24,6 +24,8 @@ from typing import Any
 
 from PIL import Image
 
+from acmil.geometry import plausible_mpp
+
 from .caches import LockedLRU
 from .errors import BadInput, NotFound
 from .registry import SlideEntry
@@ -268,6 +270,6 @@ def _float(value: Any) -> float | None:
 
 def _mpp(props: Any) -> float | None:
     """µm/px from OpenSlide's properties, if plausible (a 72-dpi TIFF tag gives 352, which is not)."""
-    values = [_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y")]
-    values = [v for v in values if v is not None and 0.01 <= v <= 50]
+    values = [plausible_mpp(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y")]
+    values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None

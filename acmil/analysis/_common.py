@@ -129,8 +129,3 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: undefined numbers become null."""
-    return None if value is None or not np.isfinite(value) else float(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acmil.geometry import SLIDE_EXTENSIONS, level0_extent
 from acmil.heatmap import (
     DEFAULT_CMAP,
     DEFAULT_NORMALISATION,
@@ -30,12 +31,10 @@ from acmil.heatmap import (
 
 from ._common import BatchLog, atomic_path, iter_slides, run_model, select_slides, write_json
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif")
-
 
 def find_slide(slides_dir: str | os.PathLike, slide_id: str) -> Path | None:
     """The slide file ``<slide_id>.<ext>`` in ``slides_dir`` (any OpenSlide extension), or None."""
-    for suffix in SLIDE_SUFFIXES:
+    for suffix in sorted(SLIDE_EXTENSIONS):
         for candidate in (Path(slides_dir) / f"{slide_id}{suffix}", Path(slides_dir) / f"{slide_id}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
@@ -48,14 +47,6 @@ def slide_thumbnail(path: Path, max_size: int) -> tuple[object, tuple[int, int]]
 
     with openslide.OpenSlide(str(path)) as slide:
         return slide.get_thumbnail((max_size, max_size)), tuple(slide.dimensions)
-
-
-def level0_extent(coord_attrs: dict, coords: np.ndarray, patch: int) -> tuple[int, int]:
-    """Level-0 (width, height) from the feature file, else the extent of the tiles."""
-    w, h = coord_attrs.get("level0_width"), coord_attrs.get("level0_height")
-    if w and h:
-        return int(w), int(h)
-    return int(coords[:, 0].max()) + patch, int(coords[:, 1].max()) + patch
 
 
 def heatmaps(

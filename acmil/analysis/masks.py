@@ -3,8 +3,8 @@ pathologists' GeoJSON annotations of chosen classes (QuPath exports; :class:`Gro
 
 The mask's downsample is, in order: given explicitly, stated in the PNG (text chunk ``acmil_downsample``),
 or inferred from the slide's level-0 size stored with the features (``coords.attrs['level0_width']``).
-Geometry is pure numpy: the fraction of each tile covered by the mask comes from an integral image, so it costs O(N) for
-N tiles whatever their size. With annotations the fraction is exact, from the polygons (shapely, STRtree).
+Geometry (reading a mask, the covered fraction of a tile and its rounding) is :mod:`acmil.geometry`'s.
+With annotations the fraction is exact, from the polygons (shapely, STRtree).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from acmil.features import SlideFeatures
+from acmil.geometry import read_mask, tile_coverage
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".jpg")
-DOWNSAMPLE_KEY = "acmil_downsample"
 
 
 def find_mask(masks_dir: str | os.PathLike, slide_id: str) -> Path | None:
@@ -28,26 +28,6 @@ def find_mask(masks_dir: str | os.PathLike, slide_id: str) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
-    """A mask image as bool (H, W), True where any channel is non-zero, and the downsample the PNG
-    states in its ``acmil_downsample`` text chunk (as ``acmil.preprocessing.synthetic`` writes), or None."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img)
-            stated = getattr(img, "text", {}).get(DOWNSAMPLE_KEY)
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read mask image ({err})") from err
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=-1)
-    try:
-        downsample = float(stated) if stated else None
-    except ValueError:
-        raise ValueError(f"{path}: bad {DOWNSAMPLE_KEY} text chunk {stated!r}") from None
-    return arr > 0, downsample
 
 
 def mask_downsample(mask_shape: tuple[int, int], slide: SlideFeatures, downsample: float | None = None) -> float:
@@ -70,30 +50,8 @@ def mask_downsample(mask_shape: tuple[int, int], slide: SlideFeatures, downsampl
 
 
 def tile_fractions(mask: np.ndarray, coords: np.ndarray, patch_size_level0: int, downsample: float) -> np.ndarray:
-    """Fraction of each tile covered by the mask.
-
-    Args:
-        mask: (H, W) bool at ``downsample`` level-0 pixels per mask pixel.
-        coords: (N, 2) level-0 (x, y) of each tile's top-left corner.
-        patch_size_level0: tile side in level-0 pixels.
-        downsample: level-0 pixels per mask pixel.
-
-    Returns:
-        (N,) float in [0, 1]; parts of a tile beyond the mask image count as not covered.
-    """
-    H, W = mask.shape
-    integral = np.zeros((H + 1, W + 1), dtype=np.int64)
-    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
-    xy = np.asarray(coords, dtype=np.float64)
-    bx0 = np.floor(xy[:, 0] / downsample).astype(np.int64)  # tile box in mask pixels, unclipped
-    by0 = np.floor(xy[:, 1] / downsample).astype(np.int64)
-    bx1 = np.maximum(np.ceil((xy[:, 0] + patch_size_level0) / downsample).astype(np.int64), bx0 + 1)
-    by1 = np.maximum(np.ceil((xy[:, 1] + patch_size_level0) / downsample).astype(np.int64), by0 + 1)
-    x0, x1 = np.clip(bx0, 0, W), np.clip(bx1, 0, W)
-    y0, y1 = np.clip(by0, 0, H), np.clip(by1, 0, H)
-    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    # Divide by the whole tile: a part beyond the mask image is beyond the slide, so not tumour.
-    return inside / ((bx1 - bx0) * (by1 - by0))
+    """(N,) fraction of each tile covered by the mask: :func:`acmil.geometry.tile_coverage`."""
+    return tile_coverage(mask, coords, patch_size_level0, downsample)
 
 
 def tile_labels(

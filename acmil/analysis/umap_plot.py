@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from acmil.geometry import rank_normalise
+
 from ._common import BatchLog, iter_slides, pyplot, save_figure, select_slides, write_csv, write_json
 
 
@@ -28,12 +30,9 @@ def subsample(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
 
 def within_slide_rank(attention: np.ndarray) -> np.ndarray:
     """(N,) percentile rank in [0, 1] of each tile's attention within its slide (1 = most attended)."""
-    n = attention.shape[0]
-    if n == 1:
-        return np.ones(1)
-    ranks = np.empty(n)
-    ranks[np.argsort(attention, kind="stable")] = np.arange(n)
-    return ranks / (n - 1)
+    if attention.shape[0] == 1:
+        return np.ones(1)  # a slide's only tile is its most attended
+    return rank_normalise(attention)  # ties share their mean rank
 
 
 def embed_2d(x: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:

@@ -7,7 +7,6 @@ Bags of different lengths are padded in :func:`collate_bags`, with a boolean mas
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -79,8 +78,8 @@ def _batch_buffer(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """
     if get_worker_info() is None:
         return like.new_empty(shape)
-    storage = like._typed_storage()._new_shared(math.prod(shape), device=like.device)
-    return like.new(storage).view(shape)
+    # Public API: moving a fresh (untouched) buffer costs less than moving the filled batch later.
+    return torch.empty(shape, dtype=like.dtype, device=like.device).share_memory_()
 
 
 def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
@@ -110,14 +109,19 @@ def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
 
 
 def _available_memory() -> int:
+    """Bytes of memory available to new allocations (page cache included), 0 when unknown.
+
+    psutil (the test extra's) gives MemAvailable; without it, ``os.sysconf`` gives the free pages only, a
+    lower bound, so the cohort is cached in memory less readily rather than more.
+    """
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        import psutil
+    except ImportError:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not POSIX, or the name is unknown here
+            return 0
+    return int(psutil.virtual_memory().available)
 
 
 class FeatureDataModule(L.LightningDataModule):

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -157,10 +158,33 @@ def _override(t: Transform, resize: str | int, norm: str) -> Transform:
     return t
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator inside the block only; the caller's random state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _hub_progress_bars_off() -> Iterator[None]:
+    """No Hugging Face download bars inside the block (they garble the tile progress); the previous setting
+    comes back after, and the process environment is left alone."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
 def _load_recipe(recipe: Recipe, weights_arg: str, device) -> tuple[nn.Module, str | dict]:
     if weights_arg == "random":
-        torch.manual_seed(0)  # reproducible "random" features (resume compares runs)
-        return build(recipe, "meta" if torch.device(device).type == "meta" else "cpu"), "random"
+        with _seeded(0):  # reproducible "random" features (resume compares runs)
+            return build(recipe, "meta" if torch.device(device).type == "meta" else "cpu"), "random"
     if weights_arg == "pretrained":
         path, record = resolve.locate(recipe.name, recipe, recipe.arch)
     else:
@@ -181,8 +205,8 @@ def _load_timm(name: str, weights_arg: str):
         hint = f"; similar timm names: {', '.join(close)}" if close else ""
         raise EncoderError(f"unknown encoder '{name}': not a recipe (acmil weights list) nor a timm model{hint}")
     if weights_arg == "random":
-        torch.manual_seed(0)
-        return timm.create_model(name, pretrained=False), "random"
+        with _seeded(0):
+            return timm.create_model(name, pretrained=False), "random"
     if weights_arg == "pretrained":
         path, record = resolve.locate(name, None, name)
         if path is None:  # online, plain timm name: timm downloads into the Hugging Face cache
@@ -246,14 +270,14 @@ def load_encoder(
     model's input size / mean-std ("model" keeps them)."""
     import timm
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     recipe = get_recipe(name)
     try:
-        if recipe is not None:
-            model, record = _load_recipe(recipe, weights, device)
-        else:
-            model, record = _load_timm(name, weights)
-            model.reset_classifier(0)
+        with _hub_progress_bars_off():
+            if recipe is not None:
+                model, record = _load_recipe(recipe, weights, device)
+            else:
+                model, record = _load_timm(name, weights)
+                model.reset_classifier(0)
     except EncoderError:
         raise
     except (OSError, RuntimeError, ValueError) as err:

@@ -43,9 +43,12 @@ def _probe(host: str, port: int) -> str | None:
 
 
 def go_offline(reason: str) -> None:
-    """Tell huggingface_hub and timm not to try the network in this process (after a failed probe)."""
+    """Tell huggingface_hub (and timm through it) not to try the network in this process (after a failed probe).
+
+    Its module constant, not ``os.environ``: the decision is this process's, not one for every child or
+    library that reads the environment later.
+    """
     _decided[:] = [reason]
-    os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         import huggingface_hub.constants as hf_constants
 

@@ -82,3 +82,21 @@ def test_errors(tmp_path):
     path = _lite0_file()
     with pytest.raises(EncoderError, match="do not fit"):
         load_encoder("resnet18", str(path))
+
+
+def test_loading_leaves_the_caller_s_random_state_and_environment_alone(monkeypatch) -> None:
+    import os
+
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    bars_before = are_progress_bars_disabled()
+    a = load_encoder("resnet18", "random")
+    assert torch.equal(torch.rand(3), expected)  # the seed for "random" weights did not leak out
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ and are_progress_bars_disabled() == bars_before
+    b = load_encoder("resnet18", "random")
+    pairs = zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)  # still seeded: the same "random" weights

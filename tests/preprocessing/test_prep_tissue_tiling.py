@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from acmil.preprocessing.tiling import TilingParams, choose_level, plan_tiles
-from acmil.preprocessing.tissue import TissueParams, box_fraction, segment_tissue
+from acmil.preprocessing.tissue import TissueParams, segment_tissue
 
 
 def _thumb(h=200, w=300) -> np.ndarray:
@@ -39,13 +39,6 @@ def test_blank_thumbnail_has_no_tissue():
 def test_fixed_threshold():
     mask, thr = segment_tissue(_thumb(), 4.0, TissueParams(threshold=200))
     assert thr == 200 and not mask.any()
-
-
-def test_box_fraction():
-    m = np.zeros((10, 10), bool)
-    m[:, :5] = True
-    frac = box_fraction(m, np.array([0, 3, 8, -4]), np.zeros(4), np.array([4, 7, 12, 0]), np.full(4, 4))
-    assert frac.tolist() == [1.0, 0.5, 0.0, 0.0]
 
 
 def test_choose_level():

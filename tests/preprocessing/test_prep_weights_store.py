@@ -105,6 +105,19 @@ def test_probe_reads_hf_endpoint(monkeypatch):
     assert time.perf_counter() - t0 < offline.PROBE_TIMEOUT_S + 0.5
 
 
+def test_going_offline_leaves_the_environment_alone(monkeypatch):
+    import os
+
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(offline, "_decided", [])
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    offline.go_offline("no connection to test:1")
+    assert hf_constants.HF_HUB_OFFLINE is True and offline.offline_reason() == "no connection to test:1"
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
 def test_weights_cli_import_list_verify(tmp_store, tmp_path, capsys):
     src = _vits16_file(tmp_path / "vits16.pth")
     assert acmil_main(["weights", "import", "kaiko_vits16", str(src)]) == 0

@@ -143,3 +143,25 @@ def test_cli_rejects_bad_input_before_training(small, tmp_path: Path, capsys: py
     assert code == 1
     assert err.startswith("acmil train: error: 1 problem(s)") and "slide_0009.h5" in err
     assert not (run / "checkpoints").exists()
+
+
+class _Bags(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": torch.full((3 + i, 2), float(i)), "label": i % 2, "index": i}
+
+
+def _collate_reporting_shared(batch: list[dict]) -> dict:
+    out = collate_bags(batch)
+    out["built_shared"] = torch.tensor(out["features"].is_shared())  # checked in the worker, before the hand-off
+    return out
+
+
+def test_worker_batches_are_built_in_shared_memory() -> None:
+    loader = torch.utils.data.DataLoader(_Bags(), batch_size=2, num_workers=1, collate_fn=_collate_reporting_shared)
+    batches = list(loader)
+    assert all(bool(b["built_shared"]) for b in batches)
+    assert batches[0]["features"].shape == (2, 4, 2) and batches[0]["mask"].tolist()[0] == [True] * 3 + [False]
+    assert not collate_bags([_Bags()[0], _Bags()[1]])["features"].is_shared()  # the main process: plain memory
