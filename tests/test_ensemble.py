@@ -26,7 +26,8 @@ def _checkpoint(path: Path, seed: int, temperature: float | None = None, in_dim:
                 names: list[str] = NAMES) -> torch.nn.Module:
     torch.manual_seed(seed)
     card = ModelCard(arch="acmil", arch_args={"hidden_dim": 16}, in_dim=in_dim, class_names=list(names),
-                     encoder={"encoder": "synthetic"}, extra={} if temperature is None else {"temperature": temperature})
+                     encoder={"encoder": "synthetic"},
+                     extra={} if temperature is None else {"temperature": temperature})
     model = build_model(card).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(path, model, card)

@@ -5,9 +5,9 @@ Folds are stratified by label and grouped by case_id. Fold k's slides are its te
 set (``--data.val_fraction``) used to select the checkpoint; with ``--selection last`` every remaining case
 trains and the last epoch is kept (the classical MIL benchmarks' protocol, the reference code's "last"
 checkpoint), so no validation split exists. Either way ``fold_<k>/checkpoints/best.ckpt`` is the selected
-checkpoint and the one evaluated in ``fold_<k>/metrics.json``. Each fold is a full ``acmil train`` run in ``RUN/fold_<k>/``; ``RUN/cv_summary.json`` holds each
-test metric's mean and (sample) std over the folds and every fold's numbers, and ``RUN/oof_predictions.csv``
-all folds' out-of-fold predictions.
+checkpoint and the one evaluated in ``fold_<k>/metrics.json``. Each fold is a full ``acmil train`` run in
+``RUN/fold_<k>/``; ``RUN/cv_summary.json`` holds each test metric's mean and (sample) std over the folds and
+every fold's numbers, and ``RUN/oof_predictions.csv`` all folds' out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ CV_DESCRIPTION = """\
 K-fold cross-validation: folds stratified by label and grouped by case_id. Each fold is a full acmil train
 run in RUN/fold_<k>/ whose test set is fold k. --selection best (default): a validation set from the other
 folds chooses the checkpoint; --selection last: all the other folds train and the last epoch is kept (no
-validation split). fold_<k>/checkpoints/best.ckpt is the checkpoint evaluated either way. RUN/cv_summary.json holds each test metric's mean and std over the folds and
-RUN/oof_predictions.csv every slide's out-of-fold prediction.
+validation split). fold_<k>/checkpoints/best.ckpt is the checkpoint evaluated either way. RUN/cv_summary.json
+holds each test metric's mean and std over the folds and RUN/oof_predictions.csv every slide's out-of-fold
+prediction.
 
 example:
   acmil cv --folds 5 --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
