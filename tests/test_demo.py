@@ -53,7 +53,7 @@ def test_quick_demo(tmp_path, capsys) -> None:
     assert s["metrics"]["acmil"]["test"]["auc"] >= 0.5
 
     # Progress per stage (numbered, timed) and per tenth of the epochs with an estimate; times per stage at the end.
-    assert re.search(r"\[demo\] 2/12 preprocess \(tf_efficientnet_lite0\): [\d.]+ s \(total", printed)
+    assert re.search(r"\[demo\] 2/13 preprocess \(tf_efficientnet_lite0\): [\d.]+ s \(total", printed)
     assert re.search(r"\[demo\] train ACMIL: epoch 10/100, \d+ s, about [\d.]+ (s|min) left", printed)
     assert "time per stage:" in printed and re.search(r"\n  total +[\d.]+ s\n", printed)
     assert set(s["stage_seconds"]) >= {"synthetic cohort", "train ACMIL", "report", "viewer files (OpenSeadragon)"}
@@ -66,7 +66,16 @@ def test_quick_demo(tmp_path, capsys) -> None:
         heatmap.DEFAULT_NORMALISATION, heatmap.DEFAULT_CMAP, heatmap.DEFAULT_SMOOTHING,
         heatmap.DEFAULT_TRANSPARENT_BELOW)
     assert heatmap.scaling_label() in md  # (the HTML escapes its apostrophe)
-    assert html.count('<figure class="wide">') == 2 and "click to enlarge" in html
+    assert html.count('<figure class="wide">') == 4 and "click to enlarge" in html
+
+    # ACMIL against ABMIL on the same held-out slides: acmil compare's table and figures, in the report too.
+    cmp = s["compare"]
+    assert "error" not in cmp, cmp
+    held_out = s["splits"]["val"] + s["splits"]["test"]
+    assert cmp["names"] == ["ACMIL", "ABMIL"] and cmp["slides"]["shared"] == len(held_out)
+    assert {r["test"] for r in cmp["rows"]} >= {"paired bootstrap"}
+    assert (out / "analysis" / "compare" / "compare.png").is_file() and "ACMIL against ABMIL" in md
+    assert "ACMIL against ABMIL on the same held-out slides" in printed
 
     # The card says what the model was trained on: synthetic slides.
     cohort = load_model(out / "runs" / "acmil" / "checkpoints" / "best.ckpt").card.extra["training_cohort"]

@@ -35,6 +35,35 @@ def _concentration_sentence(stats: dict[str, Any]) -> str:
             "good model should do, so read this together with the localisation AUC above.")
 
 
+def _p_value(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _comparison_blocks(result: dict[str, Any] | None) -> list[Block]:
+    """ACMIL against ABMIL on the same slides (:func:`acmil.demo.compare_runs`): table and figures."""
+    if not result:
+        return []
+    head: list[Block] = [("h2", "ACMIL against ABMIL on the same slides")]
+    if "error" in result:
+        return head + [("p", f"The two models could not be compared: {result['error']}")]
+    n, unit = result["slides"]["shared"], result["resampling_unit"]
+    level = int(round(result["level"] * 100))
+    errors = [f"{c}: {d['error']}" for c, d in result.get("delong", {}).items() if "error" in d]
+    return head + [
+        ("p", f"Both models on the same {n} held-out slides (validation + test: the demo keeps the final epoch, so "
+              f"no slide chose a checkpoint). AUROC by the paired DeLong test, the other metrics by a paired "
+              f"bootstrap ({result['n_boot']} resamples of {unit}s, seed {result['seed']}) drawing the same "
+              f"{unit}s for both; {level} % intervals of the difference ACMIL - ABMIL. With this few slides the "
+              "intervals are wide: a demonstration of the test, not evidence either way."
+              + (f" DeLong not computed ({'; '.join(errors)})." if errors else "")),
+        ("table", ["metric", "test", "ACMIL", "ABMIL", "ACMIL - ABMIL", f"{level} % CI", "p"],
+         [[r["metric"], r["test"], _f(r["a"]), _f(r["b"]), _f(r["difference"]),
+           f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", _p_value(r["p_value"])] for r in result["rows"]]),
+        ("figure", "analysis/compare/compare.png", "ACMIL - ABMIL per metric with its interval"),
+        ("figure", "analysis/compare/compare_roc.png", "ROC of both models on the same slides (bootstrap bands)"),
+    ]
+
+
 def build_blocks(out: Path, s: dict[str, Any]) -> list[Block]:
     """The report's content from the demo summary ``s`` (see :func:`acmil.demo.run_demo`)."""
     size, loc, stats, metrics = s["size"], s["localisation"], s["attention_stats"], s["metrics"]
@@ -52,6 +81,7 @@ def build_blocks(out: Path, s: dict[str, Any]) -> list[Block]:
          [[arch.upper(), split, _f(m[split].get("auc")), _f(m[split].get("balanced_accuracy")),
            _f(m[split].get("f1_macro")), _f(m[split].get("accuracy"))]
           for arch, m in metrics.items() for split in ("val", "test") if split in m]),
+        *_comparison_blocks(s.get("compare")),
         ("h2", "Does attention find the tumour?"),
         ("p", f"Tile-level ROC AUC of the attention (mean over branches) against the planted tumour masks, per "
               f"tumour slide then averaged (normal slides have no tumour tiles and no AUC). ACMIL "

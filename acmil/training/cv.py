@@ -1,10 +1,13 @@
 """``acmil cv --folds K [acmil train options]``: K-fold cross-validation.
 
-Folds are stratified by label and grouped by case_id. Fold k's slides are its test set; the remaining
-cases are split again into train and an inner validation set (``--data.val_fraction``) used to select the
-checkpoint. Each fold is a full ``acmil train`` run in ``RUN/fold_<k>/``; ``RUN/cv_summary.json`` holds each
-test metric's mean and (sample) std over the folds and every fold's numbers, and ``RUN/oof_predictions.csv``
-all folds' out-of-fold predictions.
+Folds are stratified by label and grouped by case_id. Fold k's slides are its test set. With
+``--selection best`` (the default) the remaining cases are split again into train and an inner validation
+set (``--data.val_fraction``) used to select the checkpoint; with ``--selection last`` every remaining case
+trains and the last epoch is kept (the classical MIL benchmarks' protocol, the reference code's "last"
+checkpoint), so no validation split exists. Either way ``fold_<k>/checkpoints/best.ckpt`` is the selected
+checkpoint and the one evaluated in ``fold_<k>/metrics.json``. Each fold is a full ``acmil train`` run in
+``RUN/fold_<k>/``; ``RUN/cv_summary.json`` holds each test metric's mean and (sample) std over the folds and
+every fold's numbers, and ``RUN/oof_predictions.csv`` all folds' out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from acmil.atomic import write_csv, write_json
 DEFAULT_CV_DIR = "runs/cv"
 CV_DESCRIPTION = """\
 K-fold cross-validation: folds stratified by label and grouped by case_id. Each fold is a full acmil train
-run in RUN/fold_<k>/ whose test set is fold k (its validation set, for choosing the checkpoint, comes from
-the other folds); RUN/cv_summary.json holds each test metric's mean and std over the folds and
-RUN/oof_predictions.csv every slide's out-of-fold prediction.
+run in RUN/fold_<k>/ whose test set is fold k. --selection best (default): a validation set from the other
+folds chooses the checkpoint; --selection last: all the other folds train and the last epoch is kept (no
+validation split). fold_<k>/checkpoints/best.ckpt is the checkpoint evaluated either way. RUN/cv_summary.json
+holds each test metric's mean and std over the folds and RUN/oof_predictions.csv every slide's out-of-fold
+prediction.
 
 example:
   acmil cv --folds 5 --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
@@ -71,7 +76,15 @@ def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
     return out
 
 
-def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
+SELECTIONS = ("best", "last")
+
+
+def run_cv(folds: int, train_argv: list[str], selection: str = "best") -> dict[str, Any]:
+    """Train and evaluate every fold; write ``cv_summary.json`` and ``oof_predictions.csv``.
+
+    ``selection``: "best" (validation split from the training folds) or "last" (no validation split, the
+    last epoch; ``--data.val_fraction 0`` is appended, so it overrides one given in ``train_argv``).
+    """
     import numpy as np
 
     from acmil.evaluation import summarise as evaluation_summary
@@ -80,6 +93,8 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
     from .cli import run_training
     from .metrics import metric_values  # torch and Lightning are imported only when cv runs
 
+    if selection not in SELECTIONS:
+        raise ValueError(f"--selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     if any("ddp" in a for a in train_argv):
         raise ValueError("acmil cv runs its folds one after another in one process; use DDP with acmil train")
     root = run_dir_of(train_argv)
@@ -87,6 +102,8 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
     for k in range(folds):
         fold_dir = root / f"fold_{k}"
         fold_args = ["--data.folds", str(folds), "--data.fold", str(k), "--trainer.default_root_dir", str(fold_dir)]
+        if selection == "last":
+            fold_args += ["--data.val_fraction", "0"]
         metrics = run_training(train_argv + fold_args)
         if metrics is None:  # not rank 0
             return {}
@@ -106,6 +123,7 @@ def run_cv(folds: int, train_argv: list[str]) -> dict[str, Any]:
         "pooled_oof": {**metric_values(probs, targets, len(names)),  # + bootstrap CIs and calibration
                        **evaluation_summary(probs, targets, names, cases)},
         "n_folds": folds,
+        "selection": selection,  # which epoch each fold's best.ckpt (the one evaluated) is
     }
     write_csv(root / "oof_predictions.csv", oof_rows, fields)
     write_json(root / "cv_summary.json", summary)
@@ -120,12 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                "--overwrite included.",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    parser.add_argument("--selection", choices=SELECTIONS, default="best",
+                        help="best (default): the best epoch on a validation split carved from the training folds; "
+                             "last: train on all the training folds, keep the last epoch")
     parser.add_argument("-h", "--help", action="store_true", help="this summary")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.help:
         parser.print_help()
         return 0
-    summary = run_cv(args.folds, rest)
+    summary = run_cv(args.folds, rest, args.selection)
     if summary:
         print("test metrics over the folds (mean ± sample std):")
         for name, value in summary["metrics"].items():

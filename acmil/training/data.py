@@ -138,7 +138,8 @@ class FeatureDataModule(L.LightningDataModule):
             busy computing).
         cache: keep features in memory after the first read; "auto" does so when the cohort uses under a
             third of the available memory.
-        val_fraction: share of cases in the validation split (when the CSV has no ``split`` column).
+        val_fraction: share of cases in the validation split (when the CSV has no ``split`` column); 0: no
+            validation split, the last epoch is the run's checkpoint (``acmil cv --selection last``).
         test_fraction: share of cases in the test split (idem).
         seed: seed of the split; default: the run's ``seed_everything``.
         folds: K for cross-validation: test = fold ``fold``, validation = ``val_fraction`` of the rest.
@@ -217,8 +218,10 @@ class FeatureDataModule(L.LightningDataModule):
         self._splits = self._make_splits(cohort)
         if not self.evaluation_only:
             check_split_classes(cohort, self._splits)
-        if not self._splits["val"] and not self.evaluation_only:
-            raise DataValidationError([f"{self.labels_csv}: the validation split is empty (needed to select a model)"])
+        # val_fraction 0 asks for no validation split: the last epoch is kept (``acmil cv --selection last``).
+        if not self._splits["val"] and not self.evaluation_only and self.val_fraction > 0:
+            raise DataValidationError([f"{self.labels_csv}: the validation split is empty (needed to select a model; "
+                                       "--data.val_fraction 0 trains without one and keeps the last epoch)"])
         self._cohort = cohort
         return cohort
 

@@ -1,6 +1,7 @@
 """The Lightning side of ``acmil train``: the LightningCLI, atomic checkpoints, the run directory.
 
-A run directory ``RUN`` holds ``checkpoints/best.ckpt`` (best validation macro-F1 + macro-AUC),
+A run directory ``RUN`` holds ``checkpoints/best.ckpt`` (best validation macro-F1 + macro-AUC; without a
+validation split, ``--data.val_fraction 0``, the last epoch's: the checkpoint metrics.json evaluates either way),
 ``checkpoints/last.ckpt`` (the latest epoch, for ``--resume``), ``metrics.json``, ``predictions.csv``,
 ``splits.json``, ``config.yaml``, the CSV and TensorBoard logs in ``logs/`` and the full log ``train.log``.
 Imported only when a command trains (Lightning takes seconds to import); ``acmil.training.cli`` is the
@@ -151,9 +152,13 @@ class ACMILCLI(LightningCLI):
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
         checkpoints = root / "checkpoints"
+        # No validation split (val_fraction 0): nothing to select on, best.ckpt follows the last epoch.
+        selects = bool(self.datamodule.splits["val"])
+        if not selects:
+            config["limit_val_batches"], config["num_sanity_val_steps"] = 0, 0
         callbacks = list(callbacks) + [
             ModelCheckpoint(
-                dirpath=checkpoints, filename="best", monitor=SELECTION_METRIC, mode="max",
+                dirpath=checkpoints, filename="best", monitor=SELECTION_METRIC if selects else None, mode="max",
                 save_top_k=1, save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
             ),
             # The latest epoch, every epoch (save_last=True would only follow the best one's saves).
