@@ -35,8 +35,14 @@ from acmil.geometry import SLIDE_EXTENSIONS
 GEOJSON_SUFFIXES = (".geojson", ".json")
 AREA_TYPES = {"Polygon", "MultiPolygon", "GeometryCollection"}
 NO_AREA_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString"}
-LEGACY_TYPE_IDS = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection", "PathTileObject": "tile",
-                   "PathCellObject": "cell", "TMACoreObject": "tmaCore", "PathRootObject": "root"}
+LEGACY_TYPE_IDS = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathTileObject": "tile",
+    "PathCellObject": "cell",
+    "TMACoreObject": "tmaCore",
+    "PathRootObject": "root",
+}
 ANY_CLASS = "*"
 
 
@@ -88,13 +94,16 @@ class AnnotationSet:
     warnings: list[str] = field(default_factory=list)
     digest: str = ""  # sha256 of the file's bytes (provenance, resume)
 
-    def select(self, classes: Iterable[str] | None = None, object_types: Sequence[str] | None = ("annotation",)
-               ) -> list[Annotation]:
+    def select(
+        self, classes: Iterable[str] | None = None, object_types: Sequence[str] | None = ("annotation",)
+    ) -> list[Annotation]:
         """Objects of the given types (None = all) whose class matches ``classes`` (None = any class)."""
         classes = list(classes) if classes is not None else None
-        return [a for a in self.annotations
-                if (object_types is None or a.object_type in object_types)
-                and (classes is None or a.matches(classes))]
+        return [
+            a
+            for a in self.annotations
+            if (object_types is None or a.object_type in object_types) and (classes is None or a.matches(classes))
+        ]
 
     def region(self, classes: Iterable[str] | None = None, object_types: Sequence[str] | None = ("annotation",)):
         """Union of the selected objects (overlaps counted once), or an empty polygon."""
@@ -149,8 +158,10 @@ def _features(data: Any, source: str) -> list[dict]:
         items = [{"type": "Feature", "geometry": data, "properties": {}}]  # a bare geometry
     else:
         what = f"an object with type {data.get('type')!r}" if isinstance(data, dict) else type(data).__name__
-        raise AnnotationError(f"{source}: not GeoJSON: expected a FeatureCollection, a list of Features, a Feature "
-                              f"or a geometry, got {what}")
+        raise AnnotationError(
+            f"{source}: not GeoJSON: expected a FeatureCollection, a list of Features, a Feature "
+            f"or a geometry, got {what}"
+        )
     for i, item in enumerate(items):
         if not isinstance(item, dict) or item.get("type") != "Feature" or not isinstance(item.get("geometry"), dict):
             raise AnnotationError(f"{source}: item #{i} is not a GeoJSON Feature with a geometry")
@@ -260,18 +271,24 @@ def parse_geojson(data: Any, source: str = "GeoJSON", level0_size: tuple[int, in
             clipped = _polygonal(geom.intersection(slide_box))
             if clipped is None:
                 n_outside += 1
-                warnings.append(f"{label}: lies entirely outside the slide "
-                                f"({level0_size[0]} x {level0_size[1]} px), ignored")
+                warnings.append(
+                    f"{label}: lies entirely outside the slide ({level0_size[0]} x {level0_size[1]} px), ignored"
+                )
                 continue
             share = 1 - clipped.area / geom.area
-            warnings.append(f"{label}: {share:.1%} of its area lies outside the slide "
-                            f"({level0_size[0]} x {level0_size[1]} px), clipped")
+            warnings.append(
+                f"{label}: {share:.1%} of its area lies outside the slide "
+                f"({level0_size[0]} x {level0_size[1]} px), clipped"
+            )
             geom = clipped
-        annotations.append(Annotation(geom, _object_type(feature, props), class_names, color, name,
-                                      _measurements(props), i))
+        annotations.append(
+            Annotation(geom, _object_type(feature, props), class_names, color, name, _measurements(props), i)
+        )
     if n_outside and not annotations:
-        raise AnnotationError(f"{source}: all {n_outside} polygon(s) lie outside the slide ({level0_size[0]} x "
-                              f"{level0_size[1]} px): another slide's file, or not level-0 pixel coordinates?")
+        raise AnnotationError(
+            f"{source}: all {n_outside} polygon(s) lie outside the slide ({level0_size[0]} x "
+            f"{level0_size[1]} px): another slide's file, or not level-0 pixel coordinates?"
+        )
     return AnnotationSet(source, annotations, warnings)
 
 
@@ -323,9 +340,16 @@ def to_feature_collection(found: AnnotationSet, slide_id: str) -> dict:
         if a.class_names:
             name = a.classification
             klass = classification(name, a.color or _default_color(name))
-        object_type = a.object_type if a.object_type in ("annotation", "detection", "tile", "cell", "tmaCore") \
-            else "annotation"
+        object_type = (
+            a.object_type if a.object_type in ("annotation", "detection", "tile", "cell", "tmaCore") else "annotation"
+        )
         props = object_properties(object_type, dict(a.measurements), False, name=a.name, klass=klass)
-        features.append({"type": "Feature", "id": feature_id(slide_id, "annotation", a.index),
-                         "geometry": geometry_mapping(a.geometry), "properties": props})
+        features.append(
+            {
+                "type": "Feature",
+                "id": feature_id(slide_id, "annotation", a.index),
+                "geometry": geometry_mapping(a.geometry),
+                "properties": props,
+            }
+        )
     return feature_collection(features)

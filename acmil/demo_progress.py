@@ -33,5 +33,8 @@ class EpochProgress(Callback):
             return
         elapsed = time.perf_counter() - self.start
         left = elapsed / done * (total - done)
-        print(f"[demo] {self.label}: epoch {done}/{total}, {duration(elapsed)}"
-              + (f", about {duration(left)} left" if done < total else ""), flush=True)
+        print(
+            f"[demo] {self.label}: epoch {done}/{total}, {duration(elapsed)}"
+            + (f", about {duration(left)} left" if done < total else ""),
+            flush=True,
+        )

@@ -64,12 +64,15 @@ def resolve_checkpoints(paths: list[str | os.PathLike]) -> list[Path]:
             found.append(path)
         elif (path / "checkpoints" / "best.ckpt").is_file():
             found.append(path / "checkpoints" / "best.ckpt")
-        elif path.is_dir() and (folds := sorted(path.glob("fold_*/checkpoints/best.ckpt"),
-                                                key=lambda p: _fold_number(p.parent.parent))):
+        elif path.is_dir() and (
+            folds := sorted(path.glob("fold_*/checkpoints/best.ckpt"), key=lambda p: _fold_number(p.parent.parent))
+        ):
             found += folds
         else:
-            raise FileNotFoundError(f"{path}: not a checkpoint, a run directory (checkpoints/best.ckpt) or a cv "
-                                    "directory (fold_<k>/checkpoints/best.ckpt)")
+            raise FileNotFoundError(
+                f"{path}: not a checkpoint, a run directory (checkpoints/best.ckpt) or a cv "
+                "directory (fold_<k>/checkpoints/best.ckpt)"
+            )
     return found
 
 
@@ -121,8 +124,11 @@ class Ensemble:
 def check_compatible(members: list[LoadedModel]) -> None:
     """Raise :class:`EnsembleMismatch` naming the first member and each one that differs, and how."""
     first = members[0]
-    problems = [f"{m.path} differs from {first.path}: {'; '.join(diff)}"
-                for m in members[1:] if (diff := _differences(first.card, m.card))]
+    problems = [
+        f"{m.path} differs from {first.path}: {'; '.join(diff)}"
+        for m in members[1:]
+        if (diff := _differences(first.card, m.card))
+    ]
     if problems:
         raise EnsembleMismatch("these checkpoints cannot be averaged into one ensemble: " + " | ".join(problems))
 

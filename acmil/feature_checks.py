@@ -68,8 +68,9 @@ def read_attrs(obj: h5py.HLObject, path: Path) -> dict[str, Any]:
         if oversized:
             raise FeatureFileError(f"{path}: attribute {key!r} of {obj.name!r} is larger than {MAX_ATTR_BYTES} bytes")
         if not text_ok(key) or not text_ok(value):
-            raise FeatureFileError(f"{path}: attribute {key.encode('utf-8', 'replace')!r} of {obj.name!r} "
-                                   "is not valid UTF-8 text")
+            raise FeatureFileError(
+                f"{path}: attribute {key.encode('utf-8', 'replace')!r} of {obj.name!r} is not valid UTF-8 text"
+            )
         out[key] = value
     return out
 
@@ -168,8 +169,10 @@ def check_layout(feats: h5py.Dataset, coords: h5py.Dataset | None, path: Path, l
             if ds is not None and ds.chunks is not None:
                 chunk = math.prod(ds.chunks) * ds.dtype.itemsize
                 if chunk > limits.max_chunk_bytes:
-                    raise FeatureFileError(f"{path}: {ds.name!r} is stored in chunks of {chunk} bytes, more than "
-                                           f"the {limits.max_chunk_bytes} allowed")
+                    raise FeatureFileError(
+                        f"{path}: {ds.name!r} is stored in chunks of {chunk} bytes, more than "
+                        f"the {limits.max_chunk_bytes} allowed"
+                    )
     return Layout(n, d, feats_3d, coords_3d)
 
 
@@ -200,6 +203,7 @@ def read_coords(ds: h5py.Dataset, layout: Layout, path: Path) -> np.ndarray:
     values = read_rows(ds, layout.n, 2, layout.coords_3d, np.dtype(np.float64))
     bad = ~np.isfinite(values).all(axis=1) | (np.abs(values) > 2.0**53).any(axis=1)
     if bad.any():
-        raise FeatureFileError(f"{path}: {int(bad.sum())} coords rows are NaN, inf or out of range "
-                               f"(first at row {int(np.argmax(bad))})")
+        raise FeatureFileError(
+            f"{path}: {int(bad.sum())} coords rows are NaN, inf or out of range (first at row {int(np.argmax(bad))})"
+        )
     return values.astype(np.int64)

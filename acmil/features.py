@@ -422,7 +422,16 @@ def write_features(
 
 def provenance(attrs: dict[str, Any]) -> dict[str, Any]:
     """The encoder/resolution provenance of a format-1 file's attributes, JSON fields decoded."""
-    keys = ("encoder", "encoder_weights", "encoder_recipe", "transform", "mpp_level0", "mpp_target", "tissue_params", "tool_version")
+    keys = (
+        "encoder",
+        "encoder_weights",
+        "encoder_recipe",
+        "transform",
+        "mpp_level0",
+        "mpp_target",
+        "tissue_params",
+        "tool_version",
+    )
     out: dict[str, Any] = {}
     for key in keys:
         if key in attrs:

@@ -77,8 +77,9 @@ def _intify(value: Any) -> Any:
     return value
 
 
-def mask_polygons(mask: np.ndarray, level0_size: tuple[int, int], min_piece_px: float = 4.0,
-                  min_hole_px: float = 16.0) -> list:
+def mask_polygons(
+    mask: np.ndarray, level0_size: tuple[int, int], min_piece_px: float = 4.0, min_hole_px: float = 16.0
+) -> list:
     """Polygons (with holes) of a bool mask covering the whole slide, in level-0 pixels.
 
     cv2 traces each region and its holes (``RETR_CCOMP``) through the centres of their boundary pixels, so
@@ -146,8 +147,15 @@ def classification(name: str, color: Color, legacy: bool = False) -> dict:
     return {"name": name, "color": [int(c) for c in color]}
 
 
-def object_properties(object_type: str, measurements: dict[str, float], legacy: bool, *, name: str | None = None,
-                klass: dict | None = None, metadata: dict[str, str] | None = None) -> dict:
+def object_properties(
+    object_type: str,
+    measurements: dict[str, float],
+    legacy: bool,
+    *,
+    name: str | None = None,
+    klass: dict | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict:
     props: dict[str, Any] = {("object_type" if legacy else "objectType"): object_type}
     if name is not None:
         props["name"] = name
@@ -175,9 +183,16 @@ def attention_ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def attention_features(
-    slide_id: str, coords: np.ndarray, patch_size_level0: float, attention: np.ndarray, *, top_k: int = 10,
-    object_type: Literal["detection", "tile"] = "detection", top_class: str = TOP_CLASS,
-    top_color: Color = TOP_COLOR, legacy: bool = False,
+    slide_id: str,
+    coords: np.ndarray,
+    patch_size_level0: float,
+    attention: np.ndarray,
+    *,
+    top_k: int = 10,
+    object_type: Literal["detection", "tile"] = "detection",
+    top_class: str = TOP_CLASS,
+    top_color: Color = TOP_COLOR,
+    legacy: bool = False,
 ) -> dict:
     """A FeatureCollection of one Feature per tile, carrying its attention as QuPath measurements.
 
@@ -214,16 +229,33 @@ def attention_features(
         measurements = {"attention": mean_list[i]}
         measurements |= {f"attention_branch_{m}": b[i] for m, b in enumerate(branches)}
         measurements["attention_rank"] = rank_list[i]
-        props = object_properties(object_type, measurements, legacy, klass=top if rank_list[i] <= top_k else None,
-                            metadata={"tile_index": str(i)})
-        features.append({"type": "Feature", "id": feature_id(slide_id, "tile", i),
-                         "geometry": {"type": "Polygon", "coordinates": ring}, "properties": props})
+        props = object_properties(
+            object_type,
+            measurements,
+            legacy,
+            klass=top if rank_list[i] <= top_k else None,
+            metadata={"tile_index": str(i)},
+        )
+        features.append(
+            {
+                "type": "Feature",
+                "id": feature_id(slide_id, "tile", i),
+                "geometry": {"type": "Polygon", "coordinates": ring},
+                "properties": props,
+            }
+        )
     return feature_collection(features)
 
 
 def tissue_features(
-    slide_id: str, mask: np.ndarray | None, level0_size: tuple[int, int], coords: np.ndarray,
-    patch_size_level0: float, *, mpp: float | None = None, tissue_fraction: np.ndarray | None = None,
+    slide_id: str,
+    mask: np.ndarray | None,
+    level0_size: tuple[int, int],
+    coords: np.ndarray,
+    patch_size_level0: float,
+    *,
+    mpp: float | None = None,
+    tissue_fraction: np.ndarray | None = None,
     legacy: bool = False,
 ) -> dict:
     """Tissue contours (``annotation`` objects of class ``Tissue``, with holes) and the kept tile grid
@@ -241,17 +273,30 @@ def tissue_features(
     klass = classification(TISSUE_CLASS, TISSUE_COLOR, legacy)
     for i, piece in enumerate(pieces):
         measurements = {"area_mm2": piece.area * mpp * mpp / 1e6} if mpp else {}
-        props = object_properties("annotation", measurements, legacy, name=f"tissue {i + 1}", klass=klass,
-                            metadata={"slide_id": slide_id})
-        features.append({"type": "Feature", "id": feature_id(slide_id, "tissue", i),
-                         "geometry": geometry_mapping(piece), "properties": props})
+        props = object_properties(
+            "annotation", measurements, legacy, name=f"tissue {i + 1}", klass=klass, metadata={"slide_id": slide_id}
+        )
+        features.append(
+            {
+                "type": "Feature",
+                "id": feature_id(slide_id, "tissue", i),
+                "geometry": geometry_mapping(piece),
+                "properties": props,
+            }
+        )
     coords = np.asarray(coords).reshape(-1, 2)
     fractions = None if tissue_fraction is None else np.asarray(tissue_fraction, dtype=np.float64).tolist()
     for i, ring in enumerate(_ring_lists(tile_boxes(coords, patch_size_level0))):
         measurements = {} if fractions is None else {"tissue_fraction": fractions[i]}
         props = object_properties("tile", measurements, legacy, metadata={"tile_index": str(i)})
-        features.append({"type": "Feature", "id": feature_id(slide_id, "tile", i),
-                         "geometry": {"type": "Polygon", "coordinates": ring}, "properties": props})
+        features.append(
+            {
+                "type": "Feature",
+                "id": feature_id(slide_id, "tile", i),
+                "geometry": {"type": "Polygon", "coordinates": ring},
+                "properties": props,
+            }
+        )
     return feature_collection(features)
 
 
@@ -263,8 +308,14 @@ def write_geojson(path: str | os.PathLike, collection: dict) -> Path:
     return path
 
 
-def write_attention_geojson(path: str | os.PathLike, slide_id: str, coords: np.ndarray, patch_size_level0: float,
-                            attention: np.ndarray, **options: Any) -> Path:
+def write_attention_geojson(
+    path: str | os.PathLike,
+    slide_id: str,
+    coords: np.ndarray,
+    patch_size_level0: float,
+    attention: np.ndarray,
+    **options: Any,
+) -> Path:
     """:func:`attention_features` written to ``path`` (what ``heatmap --format geojson`` and ``predict`` call)."""
     return write_geojson(path, attention_features(slide_id, coords, patch_size_level0, attention, **options))
 
@@ -374,8 +425,11 @@ def validate_geojson(source: str | os.PathLike | dict, legacy: bool = False) -> 
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
         raise ValueError(f"{name}: not QuPath GeoJSON as this project writes it ({problems})") from err
-    geoms = shapely.from_geojson([json.dumps(f.geometry.model_dump()) for f in model.features]) if model.features \
+    geoms = (
+        shapely.from_geojson([json.dumps(f.geometry.model_dump()) for f in model.features])
+        if model.features
         else np.array([])
+    )
     bad = [i for i, ok in enumerate(shapely.is_valid(geoms)) if not ok]
     if bad:
         reason = shapely.is_valid_reason(geoms[bad[0]])

@@ -48,8 +48,11 @@ SCALING_WORDS = {  # the viewer's legend says the same (service/static/viewer.js
 }
 
 
-def scaling_label(normalisation: str = DEFAULT_NORMALISATION, transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
-                  smoothing_sigma: float = DEFAULT_SMOOTHING) -> str:
+def scaling_label(
+    normalisation: str = DEFAULT_NORMALISATION,
+    transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
+    smoothing_sigma: float = DEFAULT_SMOOTHING,
+) -> str:
     """The scaling of a heatmap in words, for its legend or caption."""
     parts = [SCALING_WORDS["rank" if normalisation == "percentile" else normalisation]]
     if transparent_below > 0:

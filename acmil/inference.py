@@ -46,8 +46,10 @@ def check_feature_width(dim: int, in_dim: int | None, source: object = "features
         FeatureWidthError naming ``source`` (a file or slide id) and both widths.
     """
     if in_dim is not None and int(dim) != int(in_dim):
-        raise FeatureWidthError(f"{source}: {dim}-d features, the model expects {in_dim}-d (features of another "
-                                "encoder? preprocess the slides with the checkpoint's encoder)")
+        raise FeatureWidthError(
+            f"{source}: {dim}-d features, the model expects {in_dim}-d (features of another "
+            "encoder? preprocess the slides with the checkpoint's encoder)"
+        )
 
 
 def _as_tensor(features: np.ndarray | torch.Tensor, model: nn.Module, device: torch.device) -> torch.Tensor:

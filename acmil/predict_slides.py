@@ -35,8 +35,14 @@ def content_hash(path: str | os.PathLike) -> str:
 
 
 def cached_features(
-    slide: Path, slide_id: str, recipe: dict, cache_root: Path, encoder_factory: Callable, progress=None,  # noqa: ANN001
-    digest: str | None = None, workers: int = 1,
+    slide: Path,
+    slide_id: str,
+    recipe: dict,
+    cache_root: Path,
+    encoder_factory: Callable,
+    progress=None,  # noqa: ANN001
+    digest: str | None = None,
+    workers: int = 1,
 ) -> Path:
     """The slide's feature file under ``cache_root``, made with ``recipe`` unless already there."""
     digest = digest or content_hash(slide)
@@ -46,8 +52,9 @@ def cached_features(
         return final
     from acmil.preprocessing.api import preprocess_slide
 
-    return preprocess_slide(slide, recipe, folder, progress=progress, encoder=encoder_factory(), slide_id=slide_id,
-                            workers=workers)
+    return preprocess_slide(
+        slide, recipe, folder, progress=progress, encoder=encoder_factory(), slide_id=slide_id, workers=workers
+    )
 
 
 def write_heatmap(features_path: Path, prediction: BagPrediction, target: Path) -> Path:
@@ -74,8 +81,14 @@ class SlidesPrediction:
 
 
 def predict_slides(
-    checkpoint: str | Path, slides: str, out: str | Path, device: str = "cpu", weights_file: str | None = None,
-    heatmaps: bool = True, log: Callable[[str], None] | None = None, loaded: LoadedModel | None = None,
+    checkpoint: str | Path,
+    slides: str,
+    out: str | Path,
+    device: str = "cpu",
+    weights_file: str | None = None,
+    heatmaps: bool = True,
+    log: Callable[[str], None] | None = None,
+    loaded: LoadedModel | None = None,
 ) -> SlidesPrediction:
     """Preprocess (cached) and predict every slide of ``slides`` (a folder, a file, a comma list or a CSV)."""
     from acmil.preprocessing.api import recipe_encoder
@@ -134,6 +147,9 @@ def predict_slides(
     fields = ["slide_id", "predicted"] + [f"prob_{c}" for c in names]
     write_csv(result.csv, result.rows, fields)
     if result.failures:
-        write_csv(out / "failures.csv", [{"slide_id": k, "error": v} for k, v in result.failures.items()],
-                  ["slide_id", "error"])
+        write_csv(
+            out / "failures.csv",
+            [{"slide_id": k, "error": v} for k, v in result.failures.items()],
+            ["slide_id", "error"],
+        )
     return result

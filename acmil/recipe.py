@@ -24,8 +24,15 @@ from acmil.features import FeatureMeta, provenance, read_meta
 
 # Fields that decide the features (hashed and compared); tool_version is recorded but not compared.
 IDENTITY_KEYS = (
-    "encoder", "encoder_weights", "transform", "mpp_target", "tile_size", "overlap", "min_tissue",
-    "tissue_params", "feature_dim",
+    "encoder",
+    "encoder_weights",
+    "transform",
+    "mpp_target",
+    "tile_size",
+    "overlap",
+    "min_tissue",
+    "tissue_params",
+    "feature_dim",
 )
 # What preprocessing a new slide needs at least.
 REQUIRED_KEYS = ("encoder", "encoder_weights", "transform", "mpp_target", "tile_size", "tissue_params")
@@ -87,8 +94,10 @@ def _describe(recipe: dict[str, Any]) -> str:
     weights = _decoded(recipe.get("encoder_weights"))
     if isinstance(weights, dict):
         weights = f"{weights.get('source')}:{str(weights.get('sha256'))[:12]}"
-    return (f"{recipe.get('encoder')} weights={weights} {recipe.get('mpp_target')} µm/px "
-            f"tile {recipe.get('tile_size')} overlap {recipe.get('overlap')}")
+    return (
+        f"{recipe.get('encoder')} weights={weights} {recipe.get('mpp_target')} µm/px "
+        f"tile {recipe.get('tile_size')} overlap {recipe.get('overlap')}"
+    )
 
 
 def cohort_recipe(metas: Sequence[FeatureMeta]) -> tuple[dict[str, Any], list[str]]:
@@ -114,8 +123,10 @@ def cohort_recipe(metas: Sequence[FeatureMeta]) -> tuple[dict[str, Any], list[st
     for h, n in counts.most_common():
         meta, r = next((m, r) for m, r in known if key(r) == h)
         parts.append(f"{n} file(s) with {_describe(r)} (e.g. {meta.path.name})")
-    return known[0][1], [f"features come from different recipes: {'; '.join(parts)}; preprocess every slide "
-                         "with the same encoder, weights and tiling"]
+    return known[0][1], [
+        f"features come from different recipes: {'; '.join(parts)}; preprocess every slide "
+        "with the same encoder, weights and tiling"
+    ]
 
 
 def missing_fields(recipe: dict[str, Any]) -> list[str]:

@@ -40,9 +40,10 @@ def _scalar_config(config: Any) -> dict[str, Any]:
         return {}
     ok = (str, int, float, bool, type(None))
     return {
-        str(k): (list(v) if isinstance(v, tuple) else v) for k, v in data.items()
-        if not str(k).startswith("__") and (isinstance(v, ok) or (isinstance(v, (list, tuple)) and len(v) <= 64
-                                                                 and all(isinstance(x, ok) for x in v)))
+        str(k): (list(v) if isinstance(v, tuple) else v)
+        for k, v in data.items()
+        if not str(k).startswith("__")
+        and (isinstance(v, ok) or (isinstance(v, (list, tuple)) and len(v) <= 64 and all(isinstance(x, ok) for x in v)))
     }
 
 
@@ -109,18 +110,26 @@ def import_reference(
             model = ACMIL.from_reference_state_dict(state, top_k=top_k, mask_ratio=mask_ratio)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"{ref_path}: {err}") from err
-    for key, ours in (("n_token", model.n_branches), ("n_class", model.n_classes), ("D_feat", model.in_dim),
-                      ("D_inner", model.hidden_dim)):
+    for key, ours in (
+        ("n_token", model.n_branches),
+        ("n_class", model.n_classes),
+        ("D_feat", model.in_dim),
+        ("D_inner", model.hidden_dim),
+    ):
         if isinstance(config.get(key), int) and config[key] != ours:
             raise ValueError(f"{ref_path}: the saved config says {key}={config[key]} but the weights have {ours}")
     names = class_names or [f"class_{i}" for i in range(model.n_classes)]
     if len(names) != model.n_classes:
         raise ValueError(f"{ref_path}: the model has {model.n_classes} classes but {len(names)} names were given")
     if encoder and encoder.get("feature_dim") not in (None, model.in_dim):
-        raise ValueError(f"{ref_path}: the recipe's features are {encoder['feature_dim']}-d but the model takes "
-                         f"{model.in_dim}-d")
+        raise ValueError(
+            f"{ref_path}: the recipe's features are {encoder['feature_dim']}-d but the model takes {model.in_dim}-d"
+        )
     args: dict[str, Any] = {
-        "n_branches": model.n_branches, "top_k": top_k, "mask_ratio": mask_ratio, "hidden_dim": model.hidden_dim,
+        "n_branches": model.n_branches,
+        "top_k": top_k,
+        "mask_ratio": mask_ratio,
+        "hidden_dim": model.hidden_dim,
     }
     if is_mha:
         args.update(n_heads=model.n_heads)
@@ -132,24 +141,40 @@ def import_reference(
     if config:
         extra["reference_config"] = config
     card = ModelCard(
-        arch="acmil_mha" if is_mha else "acmil", arch_args=args, in_dim=model.in_dim, class_names=list(names),
-        encoder=encoder or {}, extra=extra,
+        arch="acmil_mha" if is_mha else "acmil",
+        arch_args=args,
+        in_dim=model.in_dim,
+        class_names=list(names),
+        encoder=encoder or {},
+        extra=extra,
     )
     return save_model(out_path, model, card)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     parser.add_argument("reference", type=Path, help="checkpoint (.pth) saved by the reference ACMIL code")
     parser.add_argument("--out", type=Path, required=True, help="where to write the converted checkpoint")
     parser.add_argument("--classes", help="comma-separated class names in index order (default class_0, ...)")
-    parser.add_argument("--top-k", type=int, help="masking candidates, training only (default: the saved "
-                        f"config's n_masked_patch, else {DEFAULT_TOP_K})")
-    parser.add_argument("--mask-ratio", type=float, help="masked fraction, training only (default: the saved "
-                        f"config's mask_drop, else {DEFAULT_MASK_RATIO})")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        help=f"masking candidates, training only (default: the saved config's n_masked_patch, else {DEFAULT_TOP_K})",
+    )
+    parser.add_argument(
+        "--mask-ratio",
+        type=float,
+        help=f"masked fraction, training only (default: the saved config's mask_drop, else {DEFAULT_MASK_RATIO})",
+    )
     parser.add_argument("--encoder", help="timm name of the encoder that made the features (recorded)")
-    parser.add_argument("--recipe-from", type=Path, metavar="H5",
-                        help="a feature file made like the training features: its recipe goes into the card")
+    parser.add_argument(
+        "--recipe-from",
+        type=Path,
+        metavar="H5",
+        help="a feature file made like the training features: its recipe goes into the card",
+    )
     parser.add_argument("--recipe", type=Path, metavar="JSON", help="the recipe as a JSON file (see acmil.recipe)")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.classes.split(",")] if args.classes else None

@@ -21,8 +21,9 @@ import torch
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad, backward_hooks, metadata=None):
     """torch's own tensor rebuild, minus the pickled backward hooks (callables from the file)."""
-    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, collections.OrderedDict(),
-                                           metadata)
+    return torch._utils._rebuild_tensor_v2(
+        storage, offset, size, stride, requires_grad, collections.OrderedDict(), metadata
+    )
 
 
 # What torch.save writes for tensors and state dicts (storages are resolved by torch itself).

@@ -103,8 +103,10 @@ def check_integrity(data: bytes, integrity: str, source: str) -> None:
             actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
             if actual == expected:
                 return
-            raise IntegrityError(f"{source}: {algorithm} is {actual[:16]}…, package-lock.json pins "
-                                 f"{expected[:16]}…: the file is not the pinned {PACKAGE}; refused, nothing unpacked")
+            raise IntegrityError(
+                f"{source}: {algorithm} is {actual[:16]}…, package-lock.json pins "
+                f"{expected[:16]}…: the file is not the pinned {PACKAGE}; refused, nothing unpacked"
+            )
     raise IntegrityError(f"package-lock.json integrity {integrity!r} has no sha512/sha384/sha256 hash")
 
 
@@ -150,13 +152,15 @@ def _download(url: str, timeout: float) -> bytes:
 def how_to_fix(p: Pin, reason: str) -> str:
     """The message for a machine without the files: what went wrong and the exact commands that fix it."""
     tarball = cache_dir() / f"{PACKAGE}-{p.version}.tgz"
-    return (f"the viewer's OpenSeadragon {p.version} files are missing ({reason}). Fix with one of: "
-            f"(1) connect to the npm registry and restart `acmil serve` (it downloads them once into "
-            f"{cache_dir()}); (2) on a machine online: `curl -fL -o {PACKAGE}-{p.version}.tgz {p.tarball_url()}`, "
-            f"copy that file to {tarball} and restart `acmil serve` (its integrity is checked against "
-            f"package-lock.json); (3) in a source checkout: `npm ci` in the repository root; "
-            f"(4) `acmil serve --viewer-assets DIR` with DIR an OpenSeadragon build/openseadragon folder. "
-            f"The REST API under /api/v1 works meanwhile.")
+    return (
+        f"the viewer's OpenSeadragon {p.version} files are missing ({reason}). Fix with one of: "
+        f"(1) connect to the npm registry and restart `acmil serve` (it downloads them once into "
+        f"{cache_dir()}); (2) on a machine online: `curl -fL -o {PACKAGE}-{p.version}.tgz {p.tarball_url()}`, "
+        f"copy that file to {tarball} and restart `acmil serve` (its integrity is checked against "
+        f"package-lock.json); (3) in a source checkout: `npm ci` in the repository root; "
+        f"(4) `acmil serve --viewer-assets DIR` with DIR an OpenSeadragon build/openseadragon folder. "
+        f"The REST API under /api/v1 works meanwhile."
+    )
 
 
 def ensure_assets(explicit: Path | None = None, download: bool = True, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
@@ -174,9 +178,12 @@ def ensure_assets(explicit: Path | None = None, download: bool = True, timeout: 
         return found
     p = pin()
     if explicit is not None:
-        raise AssetsMissing(how_to_fix(p, f"{explicit}/openseadragon.min.js not found").replace(
-            "Fix with one of:", "Point --viewer-assets at an OpenSeadragon build/openseadragon folder, or drop it and"
-                                " fix with one of:"))
+        raise AssetsMissing(
+            how_to_fix(p, f"{explicit}/openseadragon.min.js not found").replace(
+                "Fix with one of:",
+                "Point --viewer-assets at an OpenSeadragon build/openseadragon folder, or drop it and fix with one of:",
+            )
+        )
     from filelock import FileLock
 
     cache = cache_dir()

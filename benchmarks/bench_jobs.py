@@ -39,16 +39,29 @@ from server_helpers import Proc, client, free_port, start_server, upload, wait_j
 
 
 def recipe_args(target_mpp: float) -> list[str]:
-    return ["--encoder", "resnet18", "--weights", "random", "--resize", "none", "--tile-size", "64",
-            "--target-mpp", str(target_mpp), "--batch-size", "32", "--no-progress", "--no-qc"]
+    return [
+        "--encoder",
+        "resnet18",
+        "--weights",
+        "random",
+        "--resize",
+        "none",
+        "--tile-size",
+        "64",
+        "--target-mpp",
+        str(target_mpp),
+        "--batch-size",
+        "32",
+        "--no-progress",
+        "--no-qc",
+    ]
 
 
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     # the same environment as the server's (server_helpers: one OpenMP thread), so only the path differs
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
@@ -60,10 +73,33 @@ def by_hand(slide: Path, ckpt: Path, root: Path, target_mpp: float) -> dict:
     link = folder / slide.name
     if not link.exists():
         os.link(slide, link)
-    pre = run([sys.executable, "-m", "acmil", "preprocess", "--slides", str(folder), "--out", str(out),
-               *recipe_args(target_mpp)])
-    pred = run([sys.executable, "-m", "acmil", "predict", "--checkpoint", str(ckpt), "--features",
-                str(out / "features"), "--out", str(out / "p.csv")])
+    pre = run(
+        [
+            sys.executable,
+            "-m",
+            "acmil",
+            "preprocess",
+            "--slides",
+            str(folder),
+            "--out",
+            str(out),
+            *recipe_args(target_mpp),
+        ]
+    )
+    pred = run(
+        [
+            sys.executable,
+            "-m",
+            "acmil",
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--features",
+            str(out / "features"),
+            "--out",
+            str(out / "p.csv"),
+        ]
+    )
     return {"preprocess_s": round(pre, 2), "predict_s": round(pred, 2), "total_s": round(pre + pred, 2)}
 
 
@@ -83,27 +119,45 @@ def job(slide: Path, ckpt: Path, root: Path) -> dict:
     finally:
         server.stop()
     queued = done["started"] - done["created"]
-    return {"total_s": round(total, 2), "upload_s": round(t_up, 2), "queued_s": round(queued, 2),
-            "stages_s": {k: round(v, 2) for k, v in done["seconds"].items()}, "tiles": done["tiles_total"],
-            "state": done["state"]}
+    return {
+        "total_s": round(total, 2),
+        "upload_s": round(t_up, 2),
+        "queued_s": round(queued, 2),
+        "stages_s": {k: round(v, 2) for k, v in done["seconds"].items()},
+        "tiles": done["tiles_total"],
+        "state": done["state"],
+    }
 
 
 def throughput(ckpt: Path, root: Path, n_workers: int, n_slides: int, redis_bin: str) -> dict:
     imports = root / "imports"
     port = free_port()
-    redis_proc = Proc([redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(root)],
-                      root / "redis.log")
+    redis_proc = Proc(
+        [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(root)], root / "redis.log"
+    )
     time.sleep(0.5)
     url = f"redis://127.0.0.1:{port}/0"
-    workers = [Proc([sys.executable, "-m", "acmil", "worker", "--queue", url], root / f"w{n_workers}_{i}.log")
-               for i in range(n_workers)]
+    workers = [
+        Proc([sys.executable, "-m", "acmil", "worker", "--queue", url], root / f"w{n_workers}_{i}.log")
+        for i in range(n_workers)
+    ]
     features = root / f"features_tp{n_workers}"
     features.mkdir(exist_ok=True)
     server = None
     try:
-        server, base = start_server(ckpt, features, root / f"jobs_tp{n_workers}", root / "server_tp.log", "--queue",
-                                    url, "--no-embedded-worker", "--import-dir", str(imports),
-                                    "--max-jobs-per-client", "100")
+        server, base = start_server(
+            ckpt,
+            features,
+            root / f"jobs_tp{n_workers}",
+            root / "server_tp.log",
+            "--queue",
+            url,
+            "--no-embedded-worker",
+            "--import-dir",
+            str(imports),
+            "--max-jobs-per-client",
+            "100",
+        )
         c = client(base)
         time.sleep(3)  # let the workers connect and load nothing yet (they load on their first job)
         t0 = time.perf_counter()
@@ -113,8 +167,13 @@ def throughput(ckpt: Path, root: Path, n_workers: int, n_slides: int, redis_bin:
     finally:
         for p in ([server] if server else []) + workers + [redis_proc]:
             p.stop()
-    return {"workers": n_workers, "slides": n_slides, "seconds": round(seconds, 2), "all_done": set(states) == {"done"},
-            "jobs_per_hour": round(3600 * n_slides / seconds, 1)}
+    return {
+        "workers": n_workers,
+        "slides": n_slides,
+        "seconds": round(seconds, 2),
+        "all_done": set(states) == {"done"},
+        "jobs_per_hour": round(3600 * n_slides / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -132,15 +191,28 @@ def main() -> None:
         gen = time.perf_counter() - t0
         # the recipe: from a feature file of the same settings (a tiny slide preprocessed first)
         tiny = make_slide(root / "tiny" / "tiny.tif", seed=6)
-        run([sys.executable, "-m", "acmil", "preprocess", "--slides", str(tiny.parent), "--out", str(root / "rp"),
-             *recipe_args(args.target_mpp)])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "acmil",
+                "preprocess",
+                "--slides",
+                str(tiny.parent),
+                "--out",
+                str(root / "rp"),
+                *recipe_args(args.target_mpp),
+            ]
+        )
         from acmil.recipe import recipe_from_file
 
         ckpt = make_checkpoint(root / "model.ckpt", recipe_from_file(root / "rp" / "features" / "tiny.h5"))
-        result: dict = {"slide": {"width": args.width, "height": args.height, "mpp": 0.5,
-                                  "generation_s": round(gen, 1)},
-                        "recipe": f"resnet18 random, 64 px tiles at {args.target_mpp:g} µm/px, no resize, batch 32",
-                        "cpu_count": os.cpu_count(), "machine": platform.machine()}
+        result: dict = {
+            "slide": {"width": args.width, "height": args.height, "mpp": 0.5, "generation_s": round(gen, 1)},
+            "recipe": f"resnet18 random, 64 px tiles at {args.target_mpp:g} µm/px, no resize, batch 32",
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        }
         result["by_hand"] = by_hand(slide, ckpt, root, args.target_mpp)
         result["job"] = job(slide, ckpt, root)
         result["by_hand_again"] = by_hand(slide, ckpt, root, args.target_mpp)  # order effects on a shared CPU

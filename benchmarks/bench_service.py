@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from acmil.models import ACMIL
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
 from acmil.inference import predict_bag
+from acmil.models import ACMIL
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SLIDE = REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
@@ -38,8 +38,12 @@ API = "/api/v1"
 
 def stats(times_s: list[float]) -> dict[str, float]:
     ms = np.asarray(times_s) * 1000.0
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "min_ms": float(ms.min()), "n": int(ms.size)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "min_ms": float(ms.min()),
+        "n": int(ms.size),
+    }
 
 
 def timed(fn) -> float:
@@ -80,17 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
 
+    from fastapi.testclient import TestClient
+
     from acmil.service.config import Settings
     from acmil.service.main import create_app
-    from fastapi.testclient import TestClient
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     patch = 256
-    result: dict = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                                "python": sys.version.split()[0], "platform": platform.platform(),
-                                "load_average_at_start": os.getloadavg()},
-                    "config": vars(args) | {"out": str(args.out)}}
+    result: dict = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "config": vars(args) | {"out": str(args.out)},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         root = Path(tmp)
         features, slides = root / "features", root / "slides"
@@ -102,15 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         big = rng.standard_normal((args.tiles, args.dim), dtype=np.float32)
         write_features(features / "big.h5", big, grid(args.tiles, patch), coord_attrs={"patch_size_level0": patch})
         hm_coords = grid(args.heatmap_tiles, patch)
-        write_features(features / "heat.h5", rng.standard_normal((args.heatmap_tiles, args.dim), dtype=np.float32),
-                       hm_coords, coord_attrs={"patch_size_level0": patch})
+        write_features(
+            features / "heat.h5",
+            rng.standard_normal((args.heatmap_tiles, args.dim), dtype=np.float32),
+            hm_coords,
+            coord_attrs={"patch_size_level0": patch},
+        )
         if SHARED_SLIDE.is_file():
             os.symlink(SHARED_SLIDE, slides / "CMU-1-Small-Region.svs")
             xs, ys = np.meshgrid(np.arange(0, 2220 - 224, 224), np.arange(0, 2967 - 224, 224))
             tissue = np.stack([xs.ravel(), ys.ravel()], axis=1)  # the whole 224-px grid (random features)
-            write_features(features / "CMU-1-Small-Region.h5",
-                           rng.standard_normal((len(tissue), args.dim), dtype=np.float32), tissue,
-                           coord_attrs={"patch_size_level0": 224})
+            write_features(
+                features / "CMU-1-Small-Region.h5",
+                rng.standard_normal((len(tissue), args.dim), dtype=np.float32),
+                tissue,
+                coord_attrs={"patch_size_level0": 224},
+            )
         settings = Settings(checkpoint=root / "model.ckpt", features_dir=features, slides_dir=slides)
 
         if "prediction" in parts:  # baseline: the bare forward on in-memory features
@@ -156,15 +174,20 @@ def bench_heatmap(client, coords: np.ndarray, patch: int, rng: np.random.Generat
     heat_url = f"{API}/slides/heat/heatmap.png?max_size=2048"
     client.get(f"{API}/slides/heat/prediction")  # the heatmap benchmark starts from a known prediction
     # A new alpha each time defeats the PNG cache: every request renders and encodes.
-    heat = [timed(lambda i=i: client.get(f"{heat_url}&alpha={0.3 + i / 1000:.3f}"))
-            for i in range(max(5, repeats // 2))]
+    heat = [
+        timed(lambda i=i: client.get(f"{heat_url}&alpha={0.3 + i / 1000:.3f}")) for i in range(max(5, repeats // 2))
+    ]
     cached = [timed(lambda: client.get(heat_url)) for _ in range(10)]
     scores = rng.random(len(coords))
     size = (int(coords[:, 0].max()) + patch, int(coords[:, 1].max()) + patch)
     render = [timed(lambda: render_heatmap(coords, scores, patch, size)) for _ in range(5)]
     loop = [timed(lambda: naive_heatmap(coords, scores, patch, size, 2048)) for _ in range(2)]
-    return {"heatmap_png_api": stats(heat), "heatmap_png_api_cached": stats(cached),
-            "heatmap_render": stats(render), "baseline_heatmap_loop": stats(loop)}
+    return {
+        "heatmap_png_api": stats(heat),
+        "heatmap_png_api_cached": stats(cached),
+        "heatmap_render": stats(render),
+        "baseline_heatmap_loop": stats(loop),
+    }
 
 
 def bench_tiles(client, repeats: int) -> dict:
@@ -174,19 +197,30 @@ def bench_tiles(client, repeats: int) -> dict:
     slide_id = "CMU-1-Small-Region"
     with openslide.OpenSlide(SHARED_SLIDE) as slide:
         dz = DeepZoomGenerator(slide, 254, 1, limit_bounds=False)
-        addresses = [(level, col, row) for level in range(dz.level_count - 4, dz.level_count)
-                     for col in range(dz.level_tiles[level][0]) for row in range(dz.level_tiles[level][1])]
+        addresses = [
+            (level, col, row)
+            for level in range(dz.level_count - 4, dz.level_count)
+            for col in range(dz.level_tiles[level][0])
+            for row in range(dz.level_tiles[level][1])
+        ]
         random.Random(0).shuffle(addresses)
         addresses = addresses[: max(60, repeats * 6)]
         direct = [timed(lambda a=a: dz.get_tile(a[0], (a[1], a[2]))) for a in addresses]
     client.get(f"{API}/slides/{slide_id}/slide.dzi")
-    slide_tiles = [timed(lambda a=a: client.get(f"{API}/slides/{slide_id}/slide_files/{a[0]}/{a[1]}_{a[2]}.jpeg"))
-                   for a in addresses]
+    slide_tiles = [
+        timed(lambda a=a: client.get(f"{API}/slides/{slide_id}/slide_files/{a[0]}/{a[1]}_{a[2]}.jpeg"))
+        for a in addresses
+    ]
     client.get(f"{API}/slides/{slide_id}/attention.dzi")  # renders the overlay once
-    overlay = [timed(lambda a=a: client.get(f"{API}/slides/{slide_id}/attention_files/{a[0]}/{a[1]}_{a[2]}.png"))
-               for a in addresses]
-    return {"baseline_tile_direct": stats(direct), "slide_tile_api": stats(slide_tiles),
-            "overlay_tile_api": stats(overlay)}
+    overlay = [
+        timed(lambda a=a: client.get(f"{API}/slides/{slide_id}/attention_files/{a[0]}/{a[1]}_{a[2]}.png"))
+        for a in addresses
+    ]
+    return {
+        "baseline_tile_direct": stats(direct),
+        "slide_tile_api": stats(slide_tiles),
+        "overlay_tile_api": stats(overlay),
+    }
 
 
 def report(r: dict) -> None:

@@ -110,11 +110,28 @@ def worker_lightning(args: argparse.Namespace) -> dict:
 
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
     argv = [
-        "--data.features_dir", args.features, "--data.labels_csv", args.labels,
-        "--data.batch_size", str(args.batch), "--data.num_workers", str(args.workers),
-        "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", args.run_dir,
-        "--trainer.accelerator", accelerator, "--trainer.precision", args.precision,
-        "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0", "--seed_everything", "0",
+        "--data.features_dir",
+        args.features,
+        "--data.labels_csv",
+        args.labels,
+        "--data.batch_size",
+        str(args.batch),
+        "--data.num_workers",
+        str(args.workers),
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.default_root_dir",
+        args.run_dir,
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.precision",
+        args.precision,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--seed_everything",
+        "0",
     ] + (["--data.pin_memory", args.pin] if args.pin else [])
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -183,9 +200,12 @@ def main() -> None:
     p.add_argument("--labels", default="")
     p.add_argument("--train-list", default="")
     p.add_argument("--run-dir", default="")
-    p.add_argument("--help-times", action="store_true",
-                   help="only time `acmil train/test/cv/predict --help` against `import lightning` (what they cost "
-                        "when the help came from LightningCLI)")
+    p.add_argument(
+        "--help-times",
+        action="store_true",
+        help="only time `acmil train/test/cv/predict --help` against `import lightning` (what they cost "
+        "when the help came from LightningCLI)",
+    )
     args = p.parse_args()
     if args.help_times:
         help_times(Path(args.out))
@@ -211,9 +231,24 @@ def main() -> None:
     dm = FeatureDataModule(features, labels, seed=0, check_values=False)
     train = [[str(dm.cohort.paths[i]), dm.cohort.targets[i]] for i in dm.splits["train"]]
     (tmp / "train.json").write_text(json.dumps(train))
-    common = ["--features", features, "--labels", str(labels), "--train-list", str(tmp / "train.json"),
-              "--dim", str(args.dim), "--epochs", str(args.epochs), "--device", args.device,
-              "--precision", args.precision, "--threads", str(args.threads)]
+    common = [
+        "--features",
+        features,
+        "--labels",
+        str(labels),
+        "--train-list",
+        str(tmp / "train.json"),
+        "--dim",
+        str(args.dim),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--threads",
+        str(args.threads),
+    ]
     runs: dict[str, dict] = {}
     w, b = args.workers, args.batch
     specs = args.variants.split(",") if args.variants else ["b1w0", f"b1w{w}", f"b{b}w{w}"]
@@ -232,19 +267,38 @@ def main() -> None:
     if not args.skip_memory:
         for frac in (0.25, 0.5, 1.0):
             sub = _subset_labels(labels, frac, tmp / f"labels_{frac}.csv")
-            r = _run_worker("lightning", [*common[:3], str(sub), *common[4:]],
-                            ["--batch", "1", "--workers", "0", "--epochs", "1", "--run-dir", str(tmp / f"mem_{frac}")])
+            r = _run_worker(
+                "lightning",
+                [*common[:3], str(sub), *common[4:]],
+                ["--batch", "1", "--workers", "0", "--epochs", "1", "--run-dir", str(tmp / f"mem_{frac}")],
+            )
             n = sum(1 for _ in sub.open()) - 1
-            memory.append({"slides": n, "cohort_mb": round(n * args.patches * args.dim * 4 / 2**20),
-                           "peak_rss_mb": r["peak_rss_mb"]})
+            memory.append(
+                {
+                    "slides": n,
+                    "cohort_mb": round(n * args.patches * args.dim * 4 / 2**20),
+                    "peak_rss_mb": r["peak_rss_mb"],
+                }
+            )
             mb = memory[-1]["cohort_mb"]
             print(f"memory: {n} slides ({mb} MB of features): peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     result = {
-        "cohort": {"slides": args.slides, "patches": args.patches, "dim": args.dim, "train_slides": len(train),
-                   "generate_s": round(gen_s, 1)},
-        "device": args.device, "device_name": _device_name(args.device),
-        "torch_threads": args.threads or _torch_threads(), "cpus": os.cpu_count(), "epochs": args.epochs,
-        "precision": args.precision, "runs": runs, "time_ratio_vs_plain_loop": ratios, "memory_vs_cohort": memory,
+        "cohort": {
+            "slides": args.slides,
+            "patches": args.patches,
+            "dim": args.dim,
+            "train_slides": len(train),
+            "generate_s": round(gen_s, 1),
+        },
+        "device": args.device,
+        "device_name": _device_name(args.device),
+        "torch_threads": args.threads or _torch_threads(),
+        "cpus": os.cpu_count(),
+        "epochs": args.epochs,
+        "precision": args.precision,
+        "runs": runs,
+        "time_ratio_vs_plain_loop": ratios,
+        "memory_vs_cohort": memory,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,8 +324,11 @@ def help_times(out: Path, repeats: int = 3) -> dict:
     result = {"import_lightning_s": baseline}
     for command in ("train", "test", "cv", "predict"):
         result[f"{command}_help_s"] = wall([sys.executable, "-m", "acmil", command, "--help"])
-        print(f"acmil {command} --help: {result[f'{command}_help_s']:.2f} s "
-              f"({result[f'{command}_help_s'] / baseline:.2f} x importing Lightning, {baseline:.2f} s)", flush=True)
+        print(
+            f"acmil {command} --help: {result[f'{command}_help_s']:.2f} s "
+            f"({result[f'{command}_help_s'] / baseline:.2f} x importing Lightning, {baseline:.2f} s)",
+            flush=True,
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "help_times.json").write_text(json.dumps(result, indent=2))
     return result

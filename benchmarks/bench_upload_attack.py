@@ -65,7 +65,7 @@ def near_cap_files(folder: Path, copies: int = 3) -> dict[str, Path]:
     with h5py.File(path, "w") as h5:
         ds = h5.create_dataset("features", (rows, 512), "f2", chunks=(1024, 512))
         for start in range(0, rows, 16384):
-            ds[start:start + 16384] = rng.normal(size=(16384, 512)).astype("f2")
+            ds[start : start + 16384] = rng.normal(size=(16384, 512)).astype("f2")
         h5["coords"] = np.stack([np.arange(rows) % 512, np.arange(rows) // 512], axis=1).astype("i8") * 224
     files = {}
     for i in range(copies):
@@ -82,8 +82,13 @@ def checkpoint(path: Path, dim: int = 512) -> Path:
 
     torch.manual_seed(0)
     model = ACMIL(dim, 2, n_branches=3, top_k=4, mask_ratio=0.5).eval()
-    card = ModelCard(arch="acmil", arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5}, in_dim=dim,
-                     class_names=["normal", "tumour"], encoder={"encoder": "synthetic"})
+    card = ModelCard(
+        arch="acmil",
+        arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5},
+        in_dim=dim,
+        class_names=["normal", "tumour"],
+        encoder={"encoder": "synthetic"},
+    )
     return save_model(path, model, card)
 
 
@@ -96,8 +101,20 @@ def free_port() -> int:
 def start_server(ckpt: Path, features: Path, port: int, log: Path) -> subprocess.Popen:
     import httpx
 
-    command = [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(ckpt), "--features", str(features),
-               "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(ckpt),
+        "--features",
+        str(features),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
@@ -148,8 +165,12 @@ def attack(base: str, files: dict[str, Path], pid: int, timeout: float) -> dict:
         try:
             with path.open("rb") as handle:
                 reply = httpx.post(f"{base}{API}/predict", files={"file": (path.name, handle)}, timeout=timeout)
-            results[name] = {"status": reply.status_code, "detail": reply.json().get("detail")
-                             if reply.headers.get("content-type", "").startswith("application/json") else None}
+            results[name] = {
+                "status": reply.status_code,
+                "detail": reply.json().get("detail")
+                if reply.headers.get("content-type", "").startswith("application/json")
+                else None,
+            }
         except httpx.HTTPError as err:
             results[name] = {"status": None, "detail": f"{type(err).__name__}: {err}"}
         results[name]["seconds"] = round(time.perf_counter() - start, 3)
@@ -165,8 +186,12 @@ def attack(base: str, files: dict[str, Path], pid: int, timeout: float) -> dict:
     time.sleep(0.3)
     done.set()
     sampler.join()
-    return {"uploads": results, "idle_rss_mb": round(idle / 2**20, 1), "peak_rss_mb": round(peak[0] / 2**20, 1),
-            "peak_minus_idle_mb": round((peak[0] - idle) / 2**20, 1)}
+    return {
+        "uploads": results,
+        "idle_rss_mb": round(idle / 2**20, 1),
+        "peak_rss_mb": round(peak[0] / 2**20, 1),
+        "peak_minus_idle_mb": round((peak[0] - idle) / 2**20, 1),
+    }
 
 
 def main() -> None:
@@ -186,8 +211,7 @@ def main() -> None:
         try:
             report = attack(f"http://127.0.0.1:{port}", files, process.pid, args.timeout)
             if args.near_cap:
-                report["near_cap"] = attack(f"http://127.0.0.1:{port}", near_cap_files(root), process.pid,
-                                            args.timeout)
+                report["near_cap"] = attack(f"http://127.0.0.1:{port}", near_cap_files(root), process.pid, args.timeout)
         finally:
             process.terminate()
             try:

@@ -96,20 +96,40 @@ def train_cli(device: str, work: Path, tiny: bool, only_variants: list[str] | No
 
     cohort = make_cohort(work / "cohort", n_slides=40 if not tiny else 20, n_patches=(500, 2000), dim=512, signal=1.0)
     accel = ["--trainer.accelerator", "gpu" if device == "cuda" else "cpu", "--trainer.devices", "1"]
-    variants = {"fp32": ["--trainer.precision", "32-true"], "bf16": ["--trainer.precision", "bf16-mixed"],
-                "fp16": ["--trainer.precision", "16-mixed"],
-                "ddp_bf16": ["--trainer.precision", "bf16-mixed", "--trainer.strategy", "ddp"],
-                "bf16_batch8": ["--trainer.precision", "bf16-mixed", "--data.batch_size", "8"]}
+    variants = {
+        "fp32": ["--trainer.precision", "32-true"],
+        "bf16": ["--trainer.precision", "bf16-mixed"],
+        "fp16": ["--trainer.precision", "16-mixed"],
+        "ddp_bf16": ["--trainer.precision", "bf16-mixed", "--trainer.strategy", "ddp"],
+        "bf16_batch8": ["--trainer.precision", "bf16-mixed", "--data.batch_size", "8"],
+    }
     out = {}
     for name, extra in variants.items():
         if (device != "cuda" and name in ("fp16", "ddp_bf16")) or (only_variants and name not in only_variants):
             continue
         run = work / f"run_{name}"
-        seconds = _acmil(["train", "--config", str(REPO / "configs/acmil.yaml"), "--data.features_dir",
-                          str(cohort.features_dir), "--data.labels_csv", str(cohort.labels_csv),
-                          "--trainer.max_epochs", "3" if tiny else "10", "--trainer.default_root_dir", str(run),
-                          "--seed_everything", "0", "--trainer.enable_progress_bar", "false", *accel, *extra],
-                         work / f"train_{name}.log")
+        seconds = _acmil(
+            [
+                "train",
+                "--config",
+                str(REPO / "configs/acmil.yaml"),
+                "--data.features_dir",
+                str(cohort.features_dir),
+                "--data.labels_csv",
+                str(cohort.labels_csv),
+                "--trainer.max_epochs",
+                "3" if tiny else "10",
+                "--trainer.default_root_dir",
+                str(run),
+                "--seed_everything",
+                "0",
+                "--trainer.enable_progress_bar",
+                "false",
+                *accel,
+                *extra,
+            ],
+            work / f"train_{name}.log",
+        )
         metrics = json.loads((run / "metrics.json").read_text())
         assert (run / "checkpoints" / "best.ckpt").is_file()
         out[name] = {"seconds": round(seconds, 1), "val_auc": metrics["val"]["auc"], "test_auc": metrics["test"]["auc"]}
@@ -118,8 +138,11 @@ def train_cli(device: str, work: Path, tiny: bool, only_variants: list[str] | No
 
 @check("bench_training")
 def bench_training(device: str, out_dir: Path, tiny: bool) -> dict:
-    size = ["--slides", "8", "--patches", "500", "--epochs", "2"] if tiny else \
-        ["--slides", "200", "--patches", "8000", "--epochs", "3", "--workers", "4", "--bf16-variant"]
+    size = (
+        ["--slides", "8", "--patches", "500", "--epochs", "2"]
+        if tiny
+        else ["--slides", "200", "--patches", "8000", "--epochs", "3", "--workers", "4", "--bf16-variant"]
+    )
     cmd = [sys.executable, str(REPO / "benchmarks/bench_training.py"), "--device", device, "--out", str(out_dir), *size]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (out_dir / "bench_training.log").write_text(proc.stdout + proc.stderr)
@@ -131,9 +154,8 @@ def bench_training(device: str, out_dir: Path, tiny: bool) -> dict:
 
 @check("preprocess_gpu")
 def preprocess_gpu(device: str, work: Path, tiny: bool) -> dict:
-    import torch
-
     import timm
+    import torch
 
     out = {}
     # Encoder alone on tensors in GPU memory: the ceiling the pipeline is compared with.
@@ -153,11 +175,37 @@ def preprocess_gpu(device: str, work: Path, tiny: bool) -> dict:
             torch.cuda.synchronize()
     out["encoder_only_tiles_per_s"] = round(batch * n / (time.perf_counter() - start), 1)
     slides = work / "slides"
-    subprocess.run([sys.executable, "-m", "acmil.preprocessing.synthetic", "--out", str(slides), "--n-slides",
-                    "4" if not tiny else "2", "--seed", "0"], check=True, capture_output=True)
-    args = ["preprocess", "--slides", str(slides / "slides"), "--out", str(work / "pre"), "--encoder", "resnet18",
-            "--weights", "random", "--batch-size", str(batch), "--workers", "8" if device == "cuda" else "1",
-            "--no-progress"]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "acmil.preprocessing.synthetic",
+            "--out",
+            str(slides),
+            "--n-slides",
+            "4" if not tiny else "2",
+            "--seed",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    args = [
+        "preprocess",
+        "--slides",
+        str(slides / "slides"),
+        "--out",
+        str(work / "pre"),
+        "--encoder",
+        "resnet18",
+        "--weights",
+        "random",
+        "--batch-size",
+        str(batch),
+        "--workers",
+        "8" if device == "cuda" else "1",
+        "--no-progress",
+    ]
     seconds = _acmil(args, work / "preprocess.log")
     import csv
 

@@ -31,6 +31,14 @@ def create_model(name: str, in_dim: int, n_classes: int, **kwargs: Any) -> nn.Mo
 
 
 __all__ = [
-    "ABMIL", "ACMIL", "ACMILMHA", "MODELS", "MILOutput", "MaxPoolMIL", "MeanPoolMIL",
-    "acmil_loss", "create_model", "diversity_loss",
+    "ABMIL",
+    "ACMIL",
+    "ACMILMHA",
+    "MODELS",
+    "MILOutput",
+    "MaxPoolMIL",
+    "MeanPoolMIL",
+    "acmil_loss",
+    "create_model",
+    "diversity_loss",
 ]

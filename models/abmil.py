@@ -20,6 +20,12 @@ class ABMIL(ACMIL):
         self, in_dim: int, n_classes: int, hidden_dim: int | None = None, attn_dim: int = 128, dropout: float = 0.0
     ) -> None:
         super().__init__(
-            in_dim, n_classes, n_branches=1, top_k=0, mask_ratio=0.0,
-            hidden_dim=hidden_dim, attn_dim=attn_dim, dropout=dropout,
+            in_dim,
+            n_classes,
+            n_branches=1,
+            top_k=0,
+            mask_ratio=0.0,
+            hidden_dim=hidden_dim,
+            attn_dim=attn_dim,
+            dropout=dropout,
         )

@@ -74,8 +74,8 @@ class ACMIL(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
         """Args:
-            x: (B, N, D) patch features.
-            mask: (B, N) bool, True = real patch; None = no padding.
+        x: (B, N, D) patch features.
+        mask: (B, N) bool, True = real patch; None = no padding.
         """
         h = self.embed_instances(x)  # (B, N, H)
         attention = self.attend(h, mask)  # (B, M, N)

@@ -87,8 +87,8 @@ class ACMILMHA(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> MILOutput:
         """Args:
-            x: (B, N, D) patch features.
-            mask: (B, N) bool, True = real patch; None = no padding.
+        x: (B, N, D) patch features.
+        mask: (B, N) bool, True = real patch; None = no padding.
         """
         h = self.embed_instances(x)  # (B, N, H)
         head_attention = self.attend(h, mask)  # (B, M, K, N)
@@ -103,8 +103,11 @@ class ACMILMHA(nn.Module):
         slide_emb = self.bag_pool(head_attention.mean(dim=1), h)  # per head, the mean over branches: (B, H)
         logits = self.slide_head(slide_emb.to(dtype))  # (B, C)
         return MILOutput(
-            logits=logits, attention=head_attention.mean(dim=2), branch_logits=branch_logits,
-            embedding=slide_emb.float(), head_attention=head_attention,
+            logits=logits,
+            attention=head_attention.mean(dim=2),
+            branch_logits=branch_logits,
+            embedding=slide_emb.float(),
+            head_attention=head_attention,
         )
 
     def compute_loss(
@@ -136,8 +139,13 @@ class ACMILMHA(nn.Module):
         (the reference always uses 8), ``attn_dropout`` and ``dropout``.
         """
         sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-        required = ("dimreduction.fc1.weight", "q", "sub_attention.0.q_proj.weight", "bag_attention.v_proj.weight",
-                    "Slide_classifier.fc.weight")
+        required = (
+            "dimreduction.fc1.weight",
+            "q",
+            "sub_attention.0.q_proj.weight",
+            "bag_attention.v_proj.weight",
+            "Slide_classifier.fc.weight",
+        )
         missing = [k for k in required if k not in sd]
         if missing:
             raise ValueError(f"not an ACMIL_MHA state dict: missing {missing}")

@@ -45,16 +45,21 @@ class RegionFilter:
             raise ValueError(f"--roi-min-overlap must be in (0, 1], got {self.roi_min_overlap}")
 
     def settings(self) -> dict:
-        return {"roi_classes": list(self.roi_classes), "exclude_classes": list(self.exclude_classes),
-                "roi_min_overlap": self.roi_min_overlap}
+        return {
+            "roi_classes": list(self.roi_classes),
+            "exclude_classes": list(self.exclude_classes),
+            "roi_min_overlap": self.roi_min_overlap,
+        }
 
 
 def add_region_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--annotations`` option group of ``acmil preprocess``."""
     g = parser.add_argument_group("annotations (QuPath GeoJSON, DIR/<slide_id>.geojson)")
     g.add_argument("--annotations", type=Path, help="folder of GeoJSON annotation files named by slide id")
-    g.add_argument("--roi-classes", help="keep only tiles inside annotations of these classes (comma-separated; "
-                                         "'*' = any annotation)")
+    g.add_argument(
+        "--roi-classes",
+        help="keep only tiles inside annotations of these classes (comma-separated; '*' = any annotation)",
+    )
     g.add_argument("--exclude-classes", help="drop tiles touching annotations of these classes, e.g. Pen,Artifact")
     g.add_argument("--roi-min-overlap", type=float, default=0.5, help="area fraction of a tile inside the ROI")
 
@@ -79,8 +84,9 @@ def region_digest(digest: str, regions: RegionFilter | None, slide_id: str) -> s
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def apply_regions(grid: TileGrid, regions: RegionFilter | None, slide_id: str, dims: tuple[int, int]
-                  ) -> tuple[TileGrid, dict]:
+def apply_regions(
+    grid: TileGrid, regions: RegionFilter | None, slide_id: str, dims: tuple[int, int]
+) -> tuple[TileGrid, dict]:
     """The grid's tiles that the annotations allow, and the record for the feature file's provenance.
 
     Raises:
@@ -92,8 +98,10 @@ def apply_regions(grid: TileGrid, regions: RegionFilter | None, slide_id: str, d
     record: dict = {**regions.settings(), "file": path.name if path else None, "n_tiles_tissue": len(grid)}
     if path is None:
         if regions.roi_classes:
-            raise AnnotationError(f"{regions.annotations_dir}: no annotation file for slide {slide_id!r} "
-                                  f"({slide_id}.geojson), but --roi-classes asks to tile only inside annotations")
+            raise AnnotationError(
+                f"{regions.annotations_dir}: no annotation file for slide {slide_id!r} "
+                f"({slide_id}.geojson), but --roi-classes asks to tile only inside annotations"
+            )
         return grid, {**record, "n_tiles_kept": len(grid), "n_outside_roi": 0, "n_excluded": 0}
     found = read_annotations(path, dims)
     record.update(sha256=found.digest, warnings=found.warnings)
@@ -104,8 +112,9 @@ def apply_regions(grid: TileGrid, regions: RegionFilter | None, slide_id: str, d
     if regions.roi_classes:
         if not found.select(regions.roi_classes):
             counts = ", ".join(f"{k}: {v}" for k, v in found.class_counts().items()) or "none"
-            raise AnnotationError(f"{path}: no annotation of ROI class {', '.join(regions.roi_classes)} "
-                                  f"(classes in the file: {counts})")
+            raise AnnotationError(
+                f"{path}: no annotation of ROI class {', '.join(regions.roi_classes)} (classes in the file: {counts})"
+            )
         inside = tile_coverage(grid.coords, patch, found.region(regions.roi_classes)) >= regions.roi_min_overlap
         record["n_outside_roi"] = int((~inside).sum())
         keep &= inside
@@ -119,6 +128,8 @@ def apply_regions(grid: TileGrid, regions: RegionFilter | None, slide_id: str, d
         record["n_excluded"] = 0
     record["n_tiles_kept"] = int(keep.sum())
     if len(grid) and not keep.any():
-        raise AnnotationError(f"{path}: no tile left of {len(grid)} tissue tiles ({record['n_outside_roi']} outside "
-                              f"the ROI classes, {record['n_excluded']} touching excluded classes)")
+        raise AnnotationError(
+            f"{path}: no tile left of {len(grid)} tissue tiles ({record['n_outside_roi']} outside "
+            f"the ROI classes, {record['n_excluded']} touching excluded classes)"
+        )
     return replace(grid, coords=grid.coords[keep], tissue_fraction=grid.tissue_fraction[keep]), record

@@ -59,8 +59,10 @@ def recipe_encoder(
     """
     missing = missing_fields(recipe)
     if missing:
-        raise RecipeError(f"the model's recipe lacks {missing}; set it with acmil import-checkpoint --recipe-from "
-                          "FEATURES.h5 (a feature file made like the training features)")
+        raise RecipeError(
+            f"the model's recipe lacks {missing}; set it with acmil import-checkpoint --recipe-from "
+            "FEATURES.h5 (a feature file made like the training features)"
+        )
     record = _decoded(recipe["encoder_weights"])
     if record == "random":
         weights = "random"
@@ -69,8 +71,10 @@ def recipe_encoder(
     elif isinstance(record, dict) and record.get("source") == "file":
         found = Path(weights_file) if weights_file else _packaged_weights(str(record.get("file")))
         if found is None:
-            raise RecipeError(f"the model's encoder weights came from the file {record.get('file')!r} "
-                              f"(sha256 {str(record.get('sha256'))[:16]}...); give it with --encoder-weights FILE")
+            raise RecipeError(
+                f"the model's encoder weights came from the file {record.get('file')!r} "
+                f"(sha256 {str(record.get('sha256'))[:16]}...); give it with --encoder-weights FILE"
+            )
         weights = str(found)
     else:
         raise RecipeError(f"unknown encoder weights record {record!r} in the model's recipe")
@@ -78,8 +82,10 @@ def recipe_encoder(
     resize = transform.get("resize")
     encoder = load_encoder(str(recipe["encoder"]), weights, "none" if resize is None else int(resize), "model", device)
     if isinstance(record, dict) and record.get("sha256") and encoder.weights.get("sha256") != record["sha256"]:
-        raise EncoderError(f"{weights}: these encoder weights (sha256 {encoder.weights.get('sha256', '')[:16]}) are "
-                           f"not the model's (sha256 {str(record['sha256'])[:16]})")
+        raise EncoderError(
+            f"{weights}: these encoder weights (sha256 {encoder.weights.get('sha256', '')[:16]}) are "
+            f"not the model's (sha256 {str(record['sha256'])[:16]})"
+        )
     if transform.get("mean") and transform.get("std"):  # the recorded normalisation, whatever timm says today
         encoder = dataclasses.replace(encoder, mean=tuple(transform["mean"]), std=tuple(transform["std"]))
     dim = recipe.get("feature_dim")
@@ -93,8 +99,12 @@ def recipe_config(recipe: dict[str, Any], batch_size: int = 32, workers: int = 1
     tissue = _decoded(recipe["tissue_params"])
     if isinstance(tissue, str):
         tissue = json.loads(tissue)
-    tiling = TilingParams(float(recipe["mpp_target"]), int(recipe["tile_size"]), int(recipe.get("overlap") or 0),
-                          float(recipe.get("min_tissue", TilingParams.min_tissue)))
+    tiling = TilingParams(
+        float(recipe["mpp_target"]),
+        int(recipe["tile_size"]),
+        int(recipe.get("overlap") or 0),
+        float(recipe.get("min_tissue", TilingParams.min_tissue)),
+    )
     return ExtractConfig(TissueParams(**tissue), tiling, batch_size=batch_size, workers=workers, qc=False)
 
 

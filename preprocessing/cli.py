@@ -184,7 +184,15 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
     )
     tiling = TilingParams(args.target_mpp, args.tile_size, args.overlap, args.min_tissue)
     return ExtractConfig(
-        tissue, tiling, args.batch_size, args.workers, args.precision, args.dtype, args.mpp, args.overwrite, args.qc,
+        tissue,
+        tiling,
+        args.batch_size,
+        args.workers,
+        args.precision,
+        args.dtype,
+        args.mpp,
+        args.overwrite,
+        args.qc,
         regions=region_filter_from_args(args),
     )
 

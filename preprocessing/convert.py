@@ -147,8 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acmil convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("inputs", nargs="+", type=Path, help="feature files or folders of them")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--to", choices=("acmil", *TARGETS), default="acmil",
-                   help="layout to write: acmil (format 1, default), trident, or clam (h5_files/, pt_files/, patches/)")
+    p.add_argument(
+        "--to",
+        choices=("acmil", *TARGETS),
+        default="acmil",
+        help="layout to write: acmil (format 1, default), trident, or clam (h5_files/, pt_files/, patches/)",
+    )
     p.add_argument("--encoder", help="encoder name to record (e.g. resnet50_trunc for CLAM's default)")
     p.add_argument("--patch-size-level0", type=int, help="patch side in level-0 px (else from attributes / grid)")
     p.add_argument("--mpp", type=float, help="µm per level-0 pixel to record")

@@ -60,16 +60,33 @@ def export_trident(slide: SlideFeatures, out_dir: Path) -> Path:
         patch = int(round(patch0 * target_mag / level0_mag)) if level0_mag and target_mag else patch0
     width, height = _level0_size(slide, patch0)
     path = out_dir / f"{slide.slide_id}.h5"
-    _h5(path, {
-        "features": (slide.features.astype(np.float32), {
-            "encoder": str(prov.get("encoder", "unknown")), "name": slide.slide_id, "savetodir": str(out_dir),
-        }),
-        "coords": (slide.coords.astype(np.int64), {
-            "patch_size": int(patch), "patch_size_level0": patch0, "level0_magnification": level0_mag,
-            "target_magnification": target_mag, "overlap": int(ca.get("overlap", 0) or 0), "name": slide.slide_id,
-            "savetodir": str(out_dir), "level0_width": width, "level0_height": height,
-        }),
-    })
+    _h5(
+        path,
+        {
+            "features": (
+                slide.features.astype(np.float32),
+                {
+                    "encoder": str(prov.get("encoder", "unknown")),
+                    "name": slide.slide_id,
+                    "savetodir": str(out_dir),
+                },
+            ),
+            "coords": (
+                slide.coords.astype(np.int64),
+                {
+                    "patch_size": int(patch),
+                    "patch_size_level0": patch0,
+                    "level0_magnification": level0_mag,
+                    "target_magnification": target_mag,
+                    "overlap": int(ca.get("overlap", 0) or 0),
+                    "name": slide.slide_id,
+                    "savetodir": str(out_dir),
+                    "level0_width": width,
+                    "level0_height": height,
+                },
+            ),
+        },
+    )
     return path
 
 
@@ -80,20 +97,34 @@ def export_clam(slide: SlideFeatures, out_dir: Path) -> Path:
     width, height = _level0_size(slide, patch0)
     if slide.n_patches and int(slide.coords.max()) >= 2**31:
         raise ValueError(f"{slide.slide_id}: coordinates beyond int32, which CLAM's h5_files use")
-    _h5(out_dir / "h5_files" / f"{slide.slide_id}.h5", {
-        "features": (slide.features.astype(np.float32), {}), "coords": (slide.coords.astype(np.int32), {}),
-    })
+    _h5(
+        out_dir / "h5_files" / f"{slide.slide_id}.h5",
+        {
+            "features": (slide.features.astype(np.float32), {}),
+            "coords": (slide.coords.astype(np.int32), {}),
+        },
+    )
     pt = out_dir / "pt_files" / f"{slide.slide_id}.pt"
     with atomic_path(pt) as tmp:
         torch.save(torch.from_numpy(slide.features.astype(np.float32)), tmp)
     patches = out_dir / "patches"
-    _h5(patches / f"{slide.slide_id}.h5", {
-        "coords": (slide.coords.astype(np.int64), {
-            "patch_size": patch0, "patch_level": 0, "downsample": np.array([1.0, 1.0]),
-            "downsampled_level_dim": np.array([width, height]), "level_dim": np.array([width, height]),
-            "name": slide.slide_id, "save_path": str(patches),
-        }),
-    })
+    _h5(
+        patches / f"{slide.slide_id}.h5",
+        {
+            "coords": (
+                slide.coords.astype(np.int64),
+                {
+                    "patch_size": patch0,
+                    "patch_level": 0,
+                    "downsample": np.array([1.0, 1.0]),
+                    "downsampled_level_dim": np.array([width, height]),
+                    "level_dim": np.array([width, height]),
+                    "name": slide.slide_id,
+                    "save_path": str(patches),
+                },
+            ),
+        },
+    )
     return pt
 
 

@@ -66,7 +66,7 @@ def clam_patch_attrs(patch_file: Path) -> dict[str, Any]:
     level = int(raw.get("patch_level", 0))
     downsample = _axis_pair(raw.get("downsample"))
     if downsample is None:  # only very old CLAM files: assume the usual factor-2 pyramid, and say so
-        downsample = (2.0 ** level, 2.0 ** level)
+        downsample = (2.0**level, 2.0**level)
         raw["downsample_assumed"] = True
     size = int(raw["patch_size"])
     attrs: dict[str, Any] = {
@@ -135,9 +135,11 @@ def read_h5(path: Path, coords_dir: Path | None) -> list[Converted]:
     """Every slide of an HDF5 feature file (one, or many for the reference's per-dataset file)."""
     try:
         with h5py.File(path, "r") as h5:
-            groups = None if "features" in h5 else [
-                k for k in h5.keys() if isinstance(h5[k], h5py.Group) and "feat" in h5[k]
-            ]
+            groups = (
+                None
+                if "features" in h5
+                else [k for k in h5.keys() if isinstance(h5[k], h5py.Group) and "feat" in h5[k]]
+            )
     except OSError as err:
         raise FeatureFileError(f"{path}: not a readable HDF5 file ({err})") from err
     if groups == []:

@@ -219,7 +219,16 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
             )
         out_size = encoder.input_size or cfg.tiling.tile_size
         return SlidePlan(
-            source, slide, grid, dims, tissue_mm2, digest, t0, cfg.batch_size, out_size, time.perf_counter() - t0,
+            source,
+            slide,
+            grid,
+            dims,
+            tissue_mm2,
+            digest,
+            t0,
+            cfg.batch_size,
+            out_size,
+            time.perf_counter() - t0,
             extra={"annotations": regions_record} if regions_record else {},
         )
     except DiskFullError:

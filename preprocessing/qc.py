@@ -134,13 +134,26 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     return path
 
 
-def save_qc_geojson(path: str | os.PathLike, mask: np.ndarray | None, grid, dims: tuple[int, int], slide_id: str,
-                    mpp: float | None = None) -> Path:
+def save_qc_geojson(
+    path: str | os.PathLike,
+    mask: np.ndarray | None,
+    grid,
+    dims: tuple[int, int],
+    slide_id: str,
+    mpp: float | None = None,
+) -> Path:
     """The QC picture's content as QuPath GeoJSON, to review and correct tissue detection in QuPath: tissue
     contours (``annotation`` objects, class Tissue, with holes) and the kept tiles (``tile`` objects) exactly
     as the feature file stores them (coords, and the side rounded as ``patch_size_level0``)."""
     from acmil.geojson import tissue_features, write_geojson
 
-    collection = tissue_features(slide_id, mask, dims, grid.coords, int(round(grid.patch_size_level0)), mpp=mpp,
-                                 tissue_fraction=grid.tissue_fraction)
+    collection = tissue_features(
+        slide_id,
+        mask,
+        dims,
+        grid.coords,
+        int(round(grid.patch_size_level0)),
+        mpp=mpp,
+        tissue_fraction=grid.tissue_fraction,
+    )
     return write_geojson(path, collection)

@@ -29,7 +29,6 @@ SlidePixels = NewType("SlidePixels", int)
 MPP = NewType("MPP", float)  # micrometres per level-0 pixel
 
 
-
 class SlideError(ValueError):
     """A slide cannot be used; the message names the file and the problem."""
 

@@ -325,7 +325,9 @@ def tumour_fraction(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m acmil.preprocessing.synthetic", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="python -m acmil.preprocessing.synthetic", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder (slides/, masks/, labels.csv)")
     p.add_argument("--n-slides", type=int, default=24, help="number of slides, half normal and half tumour")
     p.add_argument("--seed", type=int, default=0)

@@ -18,23 +18,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.ckpt / .pt)")
     parser.add_argument("--features", required=True, type=Path, help="folder of <slide_id>.h5 feature files")
-    parser.add_argument("--slides", type=Path, default=None,
-                        help="folder of slide images, matched to feature files by file stem (optional)")
-    parser.add_argument("--annotations", type=Path, default=None, metavar="DIR",
-                        help="folder of <slide_id>.geojson QuPath annotations, served as a layer (optional)")
+    parser.add_argument(
+        "--slides",
+        type=Path,
+        default=None,
+        help="folder of slide images, matched to feature files by file stem (optional)",
+    )
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of <slide_id>.geojson QuPath annotations, served as a layer (optional)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key-env", metavar="NAME", default=None,
-                        help="require the API key held in this environment variable on every request")
-    parser.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
-                        help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)")
+    parser.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=None,
+        help="require the API key held in this environment variable on every request",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)",
+    )
     parser.add_argument("--max-upload-mb", type=float, default=None, help="POST /predict upload limit (512)")
     parser.add_argument("--device", default=None, help='torch device for the model ("cpu" default, "cuda", "cuda:1")')
-    parser.add_argument("--precompute", action="store_true",
-                        help="predict every slide in the background at start-up, so first views are instant")
-    parser.add_argument("--viewer-assets", type=Path, default=None, metavar="DIR",
-                        help="OpenSeadragon's build/openseadragon folder (default: node_modules of a checkout, "
-                             "else fetched once from the npm registry into the user cache, as package-lock.json pins)")
+    parser.add_argument(
+        "--precompute",
+        action="store_true",
+        help="predict every slide in the background at start-up, so first views are instant",
+    )
+    parser.add_argument(
+        "--viewer-assets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="OpenSeadragon's build/openseadragon folder (default: node_modules of a checkout, "
+        "else fetched once from the npm registry into the user cache, as package-lock.json pins)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
     parser.add_argument("--log-level", default="info")
     from .jobs_cli import add_serve_arguments
@@ -103,14 +129,22 @@ def main(argv: list[str]) -> int:
 
     prepare_assets(settings.viewer_assets_dir, lambda line: print(f"acmil serve: {line}", flush=True))
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"acmil serve: warning: listening on {args.host} without an API key; anyone who can reach this "
-              "port can read predictions and slides (use --api-key-env NAME)")
+        print(
+            f"acmil serve: warning: listening on {args.host} without an API key; anyone who can reach this "
+            "port can read predictions and slides (use --api-key-env NAME)"
+        )
     if args.workers > 1:
         del loaded  # checked above; each worker loads its own copy
         # Workers import the app by name, so pass the settings through the environment.
         os.environ.update({f"ACMIL_{k.upper()}": _env(v) for k, v in settings.model_dump().items() if v is not None})
-        uvicorn.run("acmil.service.main:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+        uvicorn.run(
+            "acmil.service.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
     else:
         uvicorn.run(create_app(settings, loaded), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -33,8 +33,10 @@ class Settings(BaseSettings):
     api_key_header: str = "X-API-Key"
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty = CORS off")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="POST /predict upload limit (413 above)")
-    viewer_assets_dir: Path = Field(DEFAULT_ASSETS, description="OpenSeadragon's build folder (default: "
-                                    "node_modules, else fetched once into the user cache)")
+    viewer_assets_dir: Path = Field(
+        DEFAULT_ASSETS,
+        description="OpenSeadragon's build folder (default: node_modules, else fetched once into the user cache)",
+    )
     prediction_cache_size: int = Field(64, ge=0, description="slides whose prediction is kept in memory")
     overlay_cache_size: int = Field(8, ge=1, description="rendered attention overlays kept (each up to 64 MB)")
     max_concurrent_predictions: int = Field(1, ge=1, description="model forwards run at the same time")

@@ -204,8 +204,15 @@ class Engine:
 
     def predict_features(self, feats: SlideFeatures) -> SlideResult:
         """Prediction for features not on disk (uploads); not cached."""
-        header = FeatureMeta(Path(feats.slide_id), feats.slide_id, len(feats.features), int(feats.features.shape[1]),
-                             feats.attrs, feats.coord_attrs, "format1")
+        header = FeatureMeta(
+            Path(feats.slide_id),
+            feats.slide_id,
+            len(feats.features),
+            int(feats.features.shape[1]),
+            feats.attrs,
+            feats.coord_attrs,
+            "format1",
+        )
         conflict = self.recipe_conflict(header)
         if conflict:
             raise BadInput(f"uploaded features of {feats.slide_id!r} were {conflict}")
@@ -243,8 +250,12 @@ class Engine:
                 background = None
             try:
                 image = render_heatmap(
-                    result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
-                    background=background, **options,
+                    result.coords,
+                    result.scores(branch),
+                    result.patch_size_level0,
+                    result.level0_size,
+                    background=background,
+                    **options,
                 )
             except ValueError as err:
                 raise BadInput(str(err)) from err
@@ -263,8 +274,15 @@ class Engine:
             size = overlay_max_size(result.level0_size, result.patch_size_level0)
             try:
                 image = render_overlay(
-                    result.coords, result.scores(branch), result.patch_size_level0, result.level0_size,
-                    max_size=size, cmap=cmap, alpha=1.0, smoothing_sigma=smoothing, normalisation=normalisation,
+                    result.coords,
+                    result.scores(branch),
+                    result.patch_size_level0,
+                    result.level0_size,
+                    max_size=size,
+                    cmap=cmap,
+                    alpha=1.0,
+                    smoothing_sigma=smoothing,
+                    normalisation=normalisation,
                 )
             except ValueError as err:
                 raise BadInput(str(err)) from err
@@ -285,8 +303,6 @@ def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # speed over a few % of size
     return buffer.getvalue()
-
-
 
 
 def _public(err: Exception, entry: SlideEntry) -> str:

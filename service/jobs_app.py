@@ -55,8 +55,11 @@ class JobService:
     def check_client_limit(self, client: str) -> None:
         active = sum(1 for j in self.store.list() if j.get("client") == client and j.get("state") not in TERMINAL)
         if active >= self.settings.max_queued_jobs_per_client:
-            raise JobError(429, f"{active} jobs of yours are queued or running (limit "
-                                    f"{self.settings.max_queued_jobs_per_client}); wait for one to finish")
+            raise JobError(
+                429,
+                f"{active} jobs of yours are queued or running (limit "
+                f"{self.settings.max_queued_jobs_per_client}); wait for one to finish",
+            )
 
     def uploads_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.uploads.iterdir() if p.is_file())
@@ -71,15 +74,29 @@ class JobService:
             self.check_client_limit(client)
             slide_id = job["slide_id"] if job else self._free_slide_id(safe_slide_id(name), content_hash)
             payload = {
-                "job_id": job_id, "slide_path": str(slide_path), "slide_id": slide_id, "content_hash": content_hash,
-                "checkpoint": str(self.settings.checkpoint), "device": self.settings.device,
-                "features_dir": str(self.settings.features_dir), "slides_dir": str(self.settings.slides_dir),
-                "work_dir": str(self.data_dir), "weights_file": self.settings.encoder_weights,
+                "job_id": job_id,
+                "slide_path": str(slide_path),
+                "slide_id": slide_id,
+                "content_hash": content_hash,
+                "checkpoint": str(self.settings.checkpoint),
+                "device": self.settings.device,
+                "features_dir": str(self.settings.features_dir),
+                "slides_dir": str(self.settings.slides_dir),
+                "work_dir": str(self.data_dir),
+                "weights_file": self.settings.encoder_weights,
             }
             self.store.clear_cancel(job_id)
-            record = {"job_id": job_id, "slide_id": slide_id, "state": "queued", "progress": 0.0, "source": source,
-                      "client": client, "created": time.time(), "payload": payload,
-                      "attempts": int(job.get("attempts", 0)) if job else 0}
+            record = {
+                "job_id": job_id,
+                "slide_id": slide_id,
+                "state": "queued",
+                "progress": 0.0,
+                "source": source,
+                "client": client,
+                "created": time.time(),
+                "payload": payload,
+                "attempts": int(job.get("attempts", 0)) if job else 0,
+            }
             self.store.put(record)
             enqueue(self.huey, payload)
             return public_view(record), True
@@ -118,8 +135,9 @@ class JobService:
             if self.engine is not None:
                 preload(str(self.settings.checkpoint), self.settings.device, self.engine.loaded)
                 threading.Thread(target=self._warm, name="acmil-jobs-warm", daemon=True).start()
-            self._consumer = EmbeddedConsumer(self.huey, workers=1, worker_type="thread", periodic=False,
-                                              check_worker_health=False)
+            self._consumer = EmbeddedConsumer(
+                self.huey, workers=1, worker_type="thread", periodic=False, check_worker_health=False
+            )
             self._consumer.start()
         if self.settings.watch_dir is not None:
             self._watcher = threading.Thread(target=self._watch, name="acmil-watch", daemon=True)
@@ -130,8 +148,11 @@ class JobService:
         from .jobs_queue import _encoder, _resources
 
         try:
-            _encoder(_resources(str(self.settings.checkpoint), self.settings.device), self.settings.device,
-                     self.settings.encoder_weights)
+            _encoder(
+                _resources(str(self.settings.checkpoint), self.settings.device),
+                self.settings.device,
+                self.settings.encoder_weights,
+            )
         except Exception as err:  # noqa: BLE001 - an incomplete recipe fails each job with the message
             log.warning("slide jobs: the model's recipe cannot be reproduced here: %s", err)
 
@@ -149,8 +170,11 @@ class JobService:
         done: set[tuple[Path, int, float]] = set()
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
-                paths = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS
-                         and not p.name.startswith(".")]
+                paths = [
+                    p
+                    for p in folder.rglob("*")
+                    if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS and not p.name.startswith(".")
+                ]
             except OSError:
                 continue
             for path in paths:

@@ -10,13 +10,27 @@ from pathlib import Path
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("slide jobs (POST /api/v1/slides)")
     group.add_argument("--jobs-dir", type=Path, default=None, help="queue, uploads and cache (default FEATURES/.jobs)")
-    group.add_argument("--queue", default=None, metavar="URL",
-                       help="redis://HOST:PORT/DB: jobs run in acmil worker processes (default: SQLite, in here)")
-    group.add_argument("--no-embedded-worker", dest="embedded_worker", action="store_false", default=None,
-                       help="do not run jobs in this process (with --queue, leave them to acmil worker)")
+    group.add_argument(
+        "--queue",
+        default=None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: jobs run in acmil worker processes (default: SQLite, in here)",
+    )
+    group.add_argument(
+        "--no-embedded-worker",
+        dest="embedded_worker",
+        action="store_false",
+        default=None,
+        help="do not run jobs in this process (with --queue, leave them to acmil worker)",
+    )
     group.add_argument("--import-dir", type=Path, default=None, help='folder POST /slides {"path": ...} reads from')
-    group.add_argument("--watch", type=Path, default=None, metavar="DIR",
-                       help="queue every new slide in DIR once it has stopped growing")
+    group.add_argument(
+        "--watch",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="queue every new slide in DIR once it has stopped growing",
+    )
     group.add_argument("--encoder-weights", default=None, help="the recipe's encoder weights file, if it used one")
     group.add_argument("--max-slide-gb", type=float, default=None, help="largest slide upload (20)")
     group.add_argument("--upload-quota-gb", type=float, default=None, help="total size of kept uploads (200)")
@@ -30,8 +44,12 @@ def serve_overrides(args: argparse.Namespace) -> dict:
         if value is not None and not value.is_dir():
             raise FileNotFoundError(f"{value}: --{name.replace('_', '-')} folder not found")
     given = {
-        "jobs_dir": args.jobs_dir, "queue_url": args.queue, "embedded_worker": args.embedded_worker,
-        "import_dir": args.import_dir, "watch_dir": args.watch, "encoder_weights": args.encoder_weights,
+        "jobs_dir": args.jobs_dir,
+        "queue_url": args.queue,
+        "embedded_worker": args.embedded_worker,
+        "import_dir": args.import_dir,
+        "watch_dir": args.watch,
+        "encoder_weights": args.encoder_weights,
         "max_slide_bytes": None if args.max_slide_gb is None else int(args.max_slide_gb * 1024**3),
         "upload_quota_bytes": None if args.upload_quota_gb is None else int(args.upload_quota_gb * 1024**3),
         "max_queued_jobs_per_client": args.max_jobs_per_client,

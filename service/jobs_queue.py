@@ -37,8 +37,7 @@ CANCEL_PREFIX = "acmil-cancel:"
 TASK_NAME = "acmil.slide_job"
 STALE_S = 300.0  # a job on another machine whose worker said nothing for this long is taken to be dead
 # Share of the progress bar before each stage; encoding fills 0.05 .. 0.95 tile by tile.
-STAGE_START = {"queued": 0.0, "reading": 0.01, "segmenting": 0.03, "encoding": 0.05, "predicting": 0.95,
-               "done": 1.0}
+STAGE_START = {"queued": 0.0, "reading": 0.01, "segmenting": 0.03, "encoding": 0.05, "predicting": 0.95, "done": 1.0}
 
 
 class JobCancelled(Exception):
@@ -60,6 +59,7 @@ def make_huey(queue_url: str | None, data_dir: Path):  # noqa: ANN201 - a huey.H
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         huey = SqliteHuey("acmil-jobs", filename=str(data_dir / "queue.sqlite3"), results=False)
+
     def slide_job(payload: dict[str, Any]) -> None:
         run_slide_job(huey, payload)
 
@@ -97,8 +97,11 @@ class JobStore:
 
     def list(self) -> list[dict[str, Any]]:
         items = self.huey.storage.result_items()
-        jobs = [self.huey.serializer.deserialize(v) for k, v in items.items()
-                if (k.decode() if isinstance(k, bytes) else k).startswith(JOB_PREFIX)]
+        jobs = [
+            self.huey.serializer.deserialize(v)
+            for k, v in items.items()
+            if (k.decode() if isinstance(k, bytes) else k).startswith(JOB_PREFIX)
+        ]
         return sorted(jobs, key=lambda j: j.get("created", 0))
 
     def ask_cancel(self, job_id: str) -> None:
@@ -121,11 +124,30 @@ def public_view(job: dict[str, Any]) -> dict[str, Any]:
     stage = job.get("state")
     if stage == "encoding" and job.get("tiles_total"):
         stage = f"encoding {job.get('tiles_done', 0)}/{job['tiles_total']} tiles"
-    keys = ("job_id", "slide_id", "state", "message", "prediction", "created", "started", "finished", "attempts",
-            "tiles_done", "tiles_total", "worker", "source", "seconds", "history")
+    keys = (
+        "job_id",
+        "slide_id",
+        "state",
+        "message",
+        "prediction",
+        "created",
+        "started",
+        "finished",
+        "attempts",
+        "tiles_done",
+        "tiles_total",
+        "worker",
+        "source",
+        "seconds",
+        "history",
+    )
     view = {k: job.get(k) for k in keys}
-    view.update(stage=stage, progress=round(progress, 4), elapsed_s=round(elapsed, 2),
-                eta_s=None if eta is None else round(eta, 1))
+    view.update(
+        stage=stage,
+        progress=round(progress, 4),
+        elapsed_s=round(elapsed, 2),
+        eta_s=None if eta is None else round(eta, 1),
+    )
     return view
 
 
@@ -222,8 +244,16 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         store.update(job_id, state="cancelled", finished=time.time())
         return
     t0 = time.time()
-    store.update(job_id, state="reading", progress=STAGE_START["reading"], started=t0, finished=None, message="",
-                 worker=worker_name(), attempts=int(job.get("attempts", 0)) + 1)
+    store.update(
+        job_id,
+        state="reading",
+        progress=STAGE_START["reading"],
+        started=t0,
+        finished=None,
+        message="",
+        worker=worker_name(),
+        attempts=int(job.get("attempts", 0)) + 1,
+    )
     seconds: dict[str, float] = {}
     history: list[list] = [["reading", 0.0]]
     last = {"stage": "reading", "t": time.perf_counter(), "beat": 0.0}
@@ -252,9 +282,14 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         loaded = res["loaded"]
         recipe = dict(loaded.card.encoder)
         path = cached_features(
-            Path(payload["slide_path"]), payload["slide_id"], recipe, Path(payload["work_dir"]) / "cache",
-            lambda: _encoder(res, device, payload.get("weights_file")), progress,
-            digest=payload["content_hash"], workers=int(payload.get("readers", 0)),  # no fork inside a server
+            Path(payload["slide_path"]),
+            payload["slide_id"],
+            recipe,
+            Path(payload["work_dir"]) / "cache",
+            lambda: _encoder(res, device, payload.get("weights_file")),
+            progress,
+            digest=payload["content_hash"],
+            workers=int(payload.get("readers", 0)),  # no fork inside a server
         )
         progress("predicting", 0, 0)
         feats = read_features(path)
@@ -270,12 +305,25 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         names = loaded.card.class_names
         probabilities = {n: float(p) for n, p in zip(names, pred.probabilities, strict=True)}
         history.append(["done", round(time.time() - t0, 3)])
-        store.update(job_id, state="done", progress=1.0, finished=time.time(), seconds=seconds, history=history,
-                     prediction={"predicted": names[pred.predicted], "probabilities": probabilities})
+        store.update(
+            job_id,
+            state="done",
+            progress=1.0,
+            finished=time.time(),
+            seconds=seconds,
+            history=history,
+            prediction={"predicted": names[pred.predicted], "probabilities": probabilities},
+        )
     except JobCancelled:
         store.update(job_id, state="cancelled", finished=time.time(), message="cancelled")
     except Exception as err:  # noqa: BLE001 - a bad slide fails its job, never the worker
-        log.warning("slide job %s (%s) failed: %s: %s", job_id, payload["slide_id"], type(err).__name__, err,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning(
+            "slide job %s (%s) failed: %s: %s",
+            job_id,
+            payload["slide_id"],
+            type(err).__name__,
+            err,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
         message = (str(err) or type(err).__name__).replace(str(payload["slide_path"]), payload["slide_id"])
         store.update(job_id, state="failed", finished=time.time(), message=message)

@@ -30,8 +30,9 @@ def check_slide(path: Path, shown: str) -> None:
     try:
         open_slide(path).close()
     except Exception as err:  # noqa: BLE001 - every reason becomes one clear 422
-        raise JobError(422, f"{shown}: not a slide that can be processed "
-                                f"({str(err).replace(str(path), shown)})") from None
+        raise JobError(
+            422, f"{shown}: not a slide that can be processed ({str(err).replace(str(path), shown)})"
+        ) from None
 
 
 def file_hash(path: Path) -> str:
@@ -65,8 +66,11 @@ async def store_upload(service, chunks: AsyncIterator[bytes], name: str) -> tupl
                 if size > limit:
                     raise JobError(413, f"slide larger than the limit of {limit} bytes")
                 if size > room:
-                    raise JobError(507, f"the upload quota ({settings.upload_quota_bytes} bytes) is used up; "
-                                            "delete old jobs' uploads or raise --upload-quota-gb")
+                    raise JobError(
+                        507,
+                        f"the upload quota ({settings.upload_quota_bytes} bytes) is used up; "
+                        "delete old jobs' uploads or raise --upload-quota-gb",
+                    )
                 h.update(chunk)
                 out.write(chunk)
         if size == 0:

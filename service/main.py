@@ -49,8 +49,15 @@ def create_app(settings: Settings | None = None, loaded: LoadedModel | None = No
         model = loaded or load_checkpoint(settings)
         registry = SlideRegistry(settings.features_dir, settings.slides_dir)
         with_image = sum(entry.image_path is not None for entry in registry.list())
-        log.info("model %s (%s, classes %s); %d slides in %s, %d with an image", settings.checkpoint.name,
-                 model.card.arch, ", ".join(model.card.class_names), len(registry), settings.features_dir, with_image)
+        log.info(
+            "model %s (%s, classes %s); %d slides in %s, %d with an image",
+            settings.checkpoint.name,
+            model.card.arch,
+            ", ".join(model.card.class_names),
+            len(registry),
+            settings.features_dir,
+            with_image,
+        )
         engine = app.state.engine = Engine(model, registry, settings)
         stop = threading.Event()
         warmer = threading.Thread(target=engine.warm, args=(stop,), name="acmil-precompute", daemon=True)
@@ -90,14 +97,18 @@ def create_app(settings: Settings | None = None, loaded: LoadedModel | None = No
 
     # Added last = outermost: CORS answers preflights before the key check (browsers send no key there).
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(SlowBodyMiddleware, idle_timeout_s=settings.body_idle_timeout_s,
-                       min_rate=settings.body_min_rate)
+    app.add_middleware(SlowBodyMiddleware, idle_timeout_s=settings.body_idle_timeout_s, min_rate=settings.body_min_rate)
     if settings.api_key is not None and settings.api_key.get_secret_value():
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(),
-                           header=settings.api_key_header)
+        app.add_middleware(
+            ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), header=settings.api_key_header
+        )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=[settings.api_key_header, "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[settings.api_key_header, "Content-Type"],
+        )
     return app
 
 

@@ -27,7 +27,8 @@ class ModelInfo(BaseModel):
     checkpoint: str = Field(description="checkpoint file name")
     temperature: float = Field(1.0, description="temperature dividing the logits (acmil calibrate; 1: none)")
     training_cohort: dict[str, Any] | None = Field(
-        None, description="what the model was trained on: n_slides, classes (slides per class), encoder, description")
+        None, description="what the model was trained on: n_slides, classes (slides per class), encoder, description"
+    )
 
 
 class SlideSummary(BaseModel):

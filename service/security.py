@@ -51,8 +51,10 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         response = JSONResponse(
-            {"detail": f"missing or invalid API key: send it in the {self.header} header "
-                       "(in a browser, open /?api_key=KEY once)"},
+            {
+                "detail": f"missing or invalid API key: send it in the {self.header} header "
+                "(in a browser, open /?api_key=KEY once)"
+            },
             status_code=401,
             headers={"WWW-Authenticate": "ApiKey"},
         )
@@ -125,8 +127,10 @@ class SlowBodyMiddleware:
             seen += len(message.get("body", b""))
             elapsed = time.monotonic() - started
             if message.get("more_body") and elapsed > self.idle_timeout_s and seen < self.min_rate * elapsed:
-                raise HTTPException(408, f"request body too slow: {seen} bytes in {elapsed:.0f} s "
-                                         f"(at least {self.min_rate} bytes/s needed)")
+                raise HTTPException(
+                    408,
+                    f"request body too slow: {seen} bytes in {elapsed:.0f} s (at least {self.min_rate} bytes/s needed)",
+                )
             return message
 
         await self.app(scope, timed, send)

@@ -140,8 +140,9 @@ class SlideImages:
             raise
         except Exception as err:  # noqa: BLE001 - OpenSlide/PIL raise many types for unreadable image data
             self._drop(str(entry.image_path), handle)
-            raise BadInput(f"slide {entry.slide_id!r}: cannot read this part of the slide image "
-                           f"({public_error(err, entry)})") from err
+            raise BadInput(
+                f"slide {entry.slide_id!r}: cannot read this part of the slide image ({public_error(err, entry)})"
+            ) from err
         finally:
             handle.leave()
 

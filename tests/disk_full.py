@@ -15,8 +15,9 @@ import pytest
 def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
     """Mount a tmpfs of ``size`` (e.g. "256k") at ``where``; skip the test when mount is not permitted."""
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
     try:

@@ -116,7 +116,7 @@ def test_predict_with_a_slide_as_checkpoint_says_so(tmp_path, capsys):
 
 
 def test_a_pickle_payload_never_runs(tmp_path, capsys):
-    """load_model (serve's loader), calibrate, acmil predict and acmil import-checkpoint all refuse without running it."""
+    """load_model (serve's loader), calibrate, acmil predict and acmil import-checkpoint refuse without running it."""
     marker = tmp_path / "MARKER"
     evil = tmp_path / "evil.ckpt"
     torch.save({**_good_payload(), "note": _Payload(marker)}, evil)
@@ -150,7 +150,9 @@ def test_a_pickle_payload_never_runs(tmp_path, capsys):
         port = str(sock.getsockname()[1])
     served = subprocess.run(
         [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(evil), "--features", str(feats), "--port", port],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "evil.ckpt: refused" in served.stderr and not marker.exists()
 
@@ -177,12 +179,28 @@ def test_a_real_lightning_checkpoint_loads_with_weights_only(tmp_path, repo_root
     torch.set_num_threads(1)
     cohort = make_cohort(tmp_path / "cohort", n_slides=16, signal=3.0, seed=0)
     run = tmp_path / "run"
-    run_training([
-        "--config", "configs/acmil_mha.yaml", "--data.features_dir", str(cohort.features_dir),
-        "--data.labels_csv", str(cohort.labels_csv), "--trainer.max_epochs", "2",
-        "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--model.lr", "5e-3",
-    ])
+    run_training(
+        [
+            "--config",
+            "configs/acmil_mha.yaml",
+            "--data.features_dir",
+            str(cohort.features_dir),
+            "--data.labels_csv",
+            str(cohort.labels_csv),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.default_root_dir",
+            str(run),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            "--model.lr",
+            "5e-3",
+        ]
+    )
     ckpt = run / "checkpoints" / "best.ckpt"
     raw = torch.load(ckpt, weights_only=True)
     assert {"hyper_parameters", "loops", "callbacks", "optimizer_states", "lr_schedulers", "acmil"} <= set(raw)

@@ -63,8 +63,11 @@ def test_quick_demo(tmp_path, capsys) -> None:
 
     drawn = json.loads((out / "analysis" / "heatmaps" / "acmil" / "heatmaps.json").read_text())
     assert (drawn["normalisation"], drawn["cmap"], drawn["smoothing_sigma"], drawn["transparent_below"]) == (
-        heatmap.DEFAULT_NORMALISATION, heatmap.DEFAULT_CMAP, heatmap.DEFAULT_SMOOTHING,
-        heatmap.DEFAULT_TRANSPARENT_BELOW)
+        heatmap.DEFAULT_NORMALISATION,
+        heatmap.DEFAULT_CMAP,
+        heatmap.DEFAULT_SMOOTHING,
+        heatmap.DEFAULT_TRANSPARENT_BELOW,
+    )
     assert heatmap.scaling_label() in md  # (the HTML escapes its apostrophe)
     assert html.count('<figure class="wide">') == 4 and "click to enlarge" in html
 

@@ -76,10 +76,19 @@ def test_runs_that_cannot_be_compared_give_a_reason_not_a_failure(two_runs, tmp_
 def _report_blocks(out: Path, extra: dict) -> list:
     """The demo report's blocks for a minimal summary plus ``extra``."""
     summary = {
-        "size": {"n_slides": 2, "width": 1, "height": 1}, "n_tiles": 1, "seed": 0, "encoder": "e",
-        "encoder_weights_note": "n", "splits": {"train": [], "val": [], "test": []}, "metrics": {},
+        "size": {"n_slides": 2, "width": 1, "height": 1},
+        "n_tiles": 1,
+        "seed": 0,
+        "encoder": "e",
+        "encoder_weights_note": "n",
+        "splits": {"train": [], "val": [], "test": []},
+        "metrics": {},
         "localisation": {"acmil": {"mean_auc": None, "pooled_auc": None, "min_auc": None, "n_slides": 0}},
-        "attention_stats": {}, "heatmap_slides": [], "umap": {"n_points": 0, "n_tiles_total": 0},
-        "serve_command": "acmil serve", "stage_seconds": {}, **extra,
+        "attention_stats": {},
+        "heatmap_slides": [],
+        "umap": {"n_points": 0, "n_tiles_total": 0},
+        "serve_command": "acmil serve",
+        "stage_seconds": {},
+        **extra,
     }
     return build_blocks(out, summary)

@@ -22,12 +22,18 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _checkpoint(path: Path, seed: int, temperature: float | None = None, in_dim: int = 32,
-                names: list[str] = NAMES) -> torch.nn.Module:
+def _checkpoint(
+    path: Path, seed: int, temperature: float | None = None, in_dim: int = 32, names: list[str] = NAMES
+) -> torch.nn.Module:
     torch.manual_seed(seed)
-    card = ModelCard(arch="acmil", arch_args={"hidden_dim": 16}, in_dim=in_dim, class_names=list(names),
-                     encoder={"encoder": "synthetic"},
-                     extra={} if temperature is None else {"temperature": temperature})
+    card = ModelCard(
+        arch="acmil",
+        arch_args={"hidden_dim": 16},
+        in_dim=in_dim,
+        class_names=list(names),
+        encoder={"encoder": "synthetic"},
+        extra={} if temperature is None else {"temperature": temperature},
+    )
     model = build_model(card).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(path, model, card)
@@ -42,11 +48,28 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory):
 def test_cv_directory_ensemble_averages_tempered_probabilities(small_cohort, tmp_path: Path) -> None:
     cv = tmp_path / "cv"
     temps = [1.0, 2.5, 0.7]
-    models = [_checkpoint(cv / f"fold_{k}" / "checkpoints" / "best.ckpt", seed=10 + k,
-                          temperature=None if k == 0 else temps[k]) for k in range(3)]
+    models = [
+        _checkpoint(
+            cv / f"fold_{k}" / "checkpoints" / "best.ckpt", seed=10 + k, temperature=None if k == 0 else temps[k]
+        )
+        for k in range(3)
+    ]
     out = tmp_path / "pred.csv"
-    assert main(["predict", "--checkpoint", str(cv), "--features", str(small_cohort.features_dir),
-                 "--out", str(out), "--per-model"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(cv),
+                "--features",
+                str(small_cohort.features_dir),
+                "--out",
+                str(out),
+                "--per-model",
+            ]
+        )
+        == 0
+    )
     rows = _csv(out)
     assert len(rows) == 6
     assert list(rows[0])[:4] == ["slide_id", "predicted", "prob_normal", "prob_tumour"]
@@ -54,8 +77,9 @@ def test_cv_directory_ensemble_averages_tempered_probabilities(small_cohort, tmp
     for row in rows:
         feats = torch.from_numpy(read_features(small_cohort.features_dir / f"{row['slide_id']}.h5").features)
         with torch.no_grad():  # by hand: softmax(logits / T) per model, then the plain mean
-            each = np.stack([torch.softmax(m(feats[None]).logits[0] / t, -1).numpy()
-                             for m, t in zip(models, temps, strict=True)])
+            each = np.stack(
+                [torch.softmax(m(feats[None]).logits[0] / t, -1).numpy() for m, t in zip(models, temps, strict=True)]
+            )
         mean = each.mean(axis=0)
         got = np.array([float(row["prob_normal"]), float(row["prob_tumour"])])
         np.testing.assert_allclose(got, mean, atol=2e-6)
@@ -83,23 +107,46 @@ def test_ensemble_attention_per_model_and_averaged(small_cohort, tmp_path: Path)
     np.testing.assert_allclose(pred.member_attention.sum(axis=1), 1.0, atol=1e-5)  # softmax over patches
 
 
-@pytest.mark.parametrize(("kwargs", "what"), [({"names": ["benign", "tumour"]}, "class names"),
-                                              ({"in_dim": 16}, "feature width")])
-def test_mismatched_checkpoints_are_refused_naming_both(small_cohort, tmp_path: Path, kwargs, what,
-                                                        capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "what"), [({"names": ["benign", "tumour"]}, "class names"), ({"in_dim": 16}, "feature width")]
+)
+def test_mismatched_checkpoints_are_refused_naming_both(
+    small_cohort, tmp_path: Path, kwargs, what, capsys: pytest.CaptureFixture
+) -> None:
     a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
     _checkpoint(a, seed=0)
     _checkpoint(b, seed=1, **kwargs)
     out = tmp_path / "pred.csv"
-    code = main(["predict", "--checkpoint", str(a), "--checkpoint", str(b), "--features",
-                 str(small_cohort.features_dir), "--out", str(out)])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(a),
+            "--checkpoint",
+            str(b),
+            "--features",
+            str(small_cohort.features_dir),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
     assert str(a) in err and str(b) in err and what in err and "Traceback" not in err
 
 
-def test_a_directory_without_checkpoints_is_refused(small_cohort, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    code = main(["predict", "--checkpoint", str(tmp_path), "--features", str(small_cohort.features_dir),
-                 "--out", str(tmp_path / "p.csv")])
+def test_a_directory_without_checkpoints_is_refused(
+    small_cohort, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path),
+            "--features",
+            str(small_cohort.features_dir),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert code == 2 and "cv directory" in capsys.readouterr().err

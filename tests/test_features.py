@@ -24,7 +24,10 @@ def _grid(n: int, step: int = 512) -> np.ndarray:
 def test_round_trip_with_attributes(tmp_path):
     feats = np.random.default_rng(0).normal(size=(25, 8)).astype(np.float32)
     path = write_features(
-        tmp_path / "s1.h5", feats, _grid(25), attrs={"slide_id": "s1", "encoder": "resnet18", "tissue_params": {"a": 1}},
+        tmp_path / "s1.h5",
+        feats,
+        _grid(25),
+        attrs={"slide_id": "s1", "encoder": "resnet18", "tissue_params": {"a": 1}},
         coord_attrs={"patch_size_level0": 512, "patch_size": 256},
     )
     got = read_features(path)

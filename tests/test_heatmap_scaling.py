@@ -44,8 +44,17 @@ def test_low_scores_show_the_background_and_the_fade_has_no_hard_edge():
     coords = np.array([[0, 0], [100, 0], [200, 0]])
     scores = np.array([1e-6, 1e-2, 1.0])  # log-scaled: 0 (median and below), 0.5.., 1
     background = heatmap.Image.new("RGB", (300, 100), (10, 200, 10))
-    image = np.asarray(heatmap.render_heatmap(coords, scores, 100, (300, 100), background=background, max_size=None,
-                                              transparent_below=heatmap.DEFAULT_TRANSPARENT_BELOW))
+    image = np.asarray(
+        heatmap.render_heatmap(
+            coords,
+            scores,
+            100,
+            (300, 100),
+            background=background,
+            max_size=None,
+            transparent_below=heatmap.DEFAULT_TRANSPARENT_BELOW,
+        )
+    )
     assert (image[50, 50] == (10, 200, 10)).all()  # the least attended tile: background only
     assert not (image[50, 250] == (10, 200, 10)).all()  # the most attended tile is drawn
     assert heatmap.fade(np.array([0.49, 0.5, 0.55, 0.6, 1.0]), 0.5).tolist() == pytest.approx([0, 0, 0.5, 1, 1])
@@ -55,7 +64,12 @@ def test_low_scores_show_the_background_and_the_fade_has_no_hard_edge():
 def test_acmil_heatmap_defaults_are_the_viewers():
     args = build_parser().parse_args(["--checkpoint", "c", "--features", "f", "--out", "o"])
     assert (args.normalisation, args.cmap, args.smoothing, args.transparent_below) == (
-        heatmap.DEFAULT_NORMALISATION, heatmap.DEFAULT_CMAP, heatmap.DEFAULT_SMOOTHING,
-        heatmap.DEFAULT_TRANSPARENT_BELOW)
-    assert heatmap.scaling_label() == ("log attention, from the slide's median tile (0) to its most attended tile (1); "
-                                       "below 0.4 not drawn; smoothed over 0.5 tile")
+        heatmap.DEFAULT_NORMALISATION,
+        heatmap.DEFAULT_CMAP,
+        heatmap.DEFAULT_SMOOTHING,
+        heatmap.DEFAULT_TRANSPARENT_BELOW,
+    )
+    assert heatmap.scaling_label() == (
+        "log attention, from the slide's median tile (0) to its most attended tile (1); "
+        "below 0.4 not drawn; smoothed over 0.5 tile"
+    )

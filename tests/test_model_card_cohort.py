@@ -11,8 +11,18 @@ from fastapi.testclient import TestClient
 from acmil.checkpoint import load_model
 from acmil.training.synthetic_features import make_cohort
 
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--model.lr", "5e-3"]
+FAST = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.logger",
+    "false",
+    "--model.lr",
+    "5e-3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +36,23 @@ def trained(tmp_path_factory, repo_root):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_training([
-            "--config", str(repo_root / "configs" / "acmil.yaml"), "--data.features_dir", str(cohort.features_dir),
-            "--data.labels_csv", str(cohort.labels_csv), "--data.description", "synthetic feature bags (a test)",
-            "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root / "run"), *FAST,
-        ])
+        run_training(
+            [
+                "--config",
+                str(repo_root / "configs" / "acmil.yaml"),
+                "--data.features_dir",
+                str(cohort.features_dir),
+                "--data.labels_csv",
+                str(cohort.labels_csv),
+                "--data.description",
+                "synthetic feature bags (a test)",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.default_root_dir",
+                str(root / "run"),
+                *FAST,
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     return {"cohort": cohort, "checkpoint": root / "run" / "checkpoints" / "best.ckpt"}
@@ -39,8 +61,12 @@ def trained(tmp_path_factory, repo_root):
 def test_card_and_model_route_carry_the_training_cohort(trained):
     cohort = trained["cohort"]
     card = load_model(trained["checkpoint"]).card
-    expected = {"n_slides": 12, "classes": dict(Counter(cohort.labels.values())), "encoder": "synthetic",
-                "description": "synthetic feature bags (a test)"}
+    expected = {
+        "n_slides": 12,
+        "classes": dict(Counter(cohort.labels.values())),
+        "encoder": "synthetic",
+        "description": "synthetic feature bags (a test)",
+    }
     assert {k: card.extra["training_cohort"][k] for k in expected} == expected
 
     from acmil.service.config import Settings

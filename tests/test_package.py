@@ -14,8 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 # folder -> acmil subpackages its modules must never import
 FORBIDDEN = {
-    "models": ("acmil.training", "acmil.service", "acmil.preprocessing", "acmil.features", "acmil.analysis",
-               "lightning", "h5py", "acmil.checkpoint"),
+    "models": (
+        "acmil.training",
+        "acmil.service",
+        "acmil.preprocessing",
+        "acmil.features",
+        "acmil.analysis",
+        "lightning",
+        "h5py",
+        "acmil.checkpoint",
+    ),
     "preprocessing": ("acmil.training", "acmil.service", "acmil.analysis", "lightning", "acmil.models"),
     "acmil": ("acmil.service",),
 }

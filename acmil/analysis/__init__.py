@@ -18,6 +18,13 @@ from .masks import tile_fractions, tile_labels
 from .umap_plot import umap_analysis
 
 __all__ = [
-    "attention_stats", "cumulative_curve", "heatmaps", "localisation", "tile_auc", "tile_fractions", "tile_labels",
-    "topk_cumulative", "umap_analysis",
+    "attention_stats",
+    "cumulative_curve",
+    "heatmaps",
+    "localisation",
+    "tile_auc",
+    "tile_fractions",
+    "tile_labels",
+    "topk_cumulative",
+    "umap_analysis",
 ]

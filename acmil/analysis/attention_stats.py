@@ -66,11 +66,19 @@ def cumulative_curve(attention: np.ndarray, grid: np.ndarray = CURVE_GRID) -> np
 def slide_rows(name: str, slide_id: str, attention: np.ndarray) -> list[dict]:
     """Rows for one slide: ``mean`` first, then each branch of attention (M, N)."""
     rows = []
-    branches = [("mean", attention.mean(axis=0))] + ([(str(i), a) for i, a in enumerate(attention)]
-                                                      if attention.shape[0] > 1 else [])
+    branches = [("mean", attention.mean(axis=0))] + (
+        [(str(i), a) for i, a in enumerate(attention)] if attention.shape[0] > 1 else []
+    )
     for branch, att in branches:
-        rows.append({"checkpoint": name, "slide_id": slide_id, "branch": branch, "n_tiles": attention.shape[1],
-                     **topk_cumulative(att)})
+        rows.append(
+            {
+                "checkpoint": name,
+                "slide_id": slide_id,
+                "branch": branch,
+                "n_tiles": attention.shape[1],
+                **topk_cumulative(att),
+            }
+        )
     return rows
 
 
@@ -107,7 +115,10 @@ def plot_curves(curves: dict[str, list[np.ndarray]], path: Path, grid: np.ndarra
 
 
 def attention_stats(
-    checkpoints: Sequence[str], features_dir: str, out_dir: str, slide_ids: Sequence[str] | None = None,
+    checkpoints: Sequence[str],
+    features_dir: str,
+    out_dir: str,
+    slide_ids: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> dict:
     """Run every checkpoint on the slides and write the CSV, JSON and curve plot into ``out_dir``."""
@@ -159,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = attention_stats(args.checkpoint, args.features, args.out, args.slides, args.name)
     for name, branches in summary["mean_over_slides"].items():
         m = branches["mean"]
-        print(f"{name}: {m['n_slides']} slides, mean attention in top-1 {m['top1']:.3f}, top-10 {m['top10']:.3f}, "
-              f"top-10% {m['top10pct']:.3f}")
+        print(
+            f"{name}: {m['n_slides']} slides, mean attention in top-1 {m['top1']:.3f}, top-10 {m['top10']:.3f}, "
+            f"top-10% {m['top10pct']:.3f}"
+        )
     for slide_id, err in summary["errors"].items():
         print(f"skipped {slide_id}: {err}")
     print(f"wrote {Path(args.out) / 'attention_stats.csv'}, attention_stats.json, attention_curve.png")

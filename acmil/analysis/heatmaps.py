@@ -50,10 +50,20 @@ def slide_thumbnail(path: Path, max_size: int) -> tuple[object, tuple[int, int]]
 
 
 def heatmaps(
-    checkpoint: str, features_dir: str, out_dir: str, slides_dir: str | None = None,
-    slide_ids: Sequence[str] | None = None, max_size: int = 1024, cmap: str = DEFAULT_CMAP, alpha: float = 0.5,
-    smoothing_sigma: float = DEFAULT_SMOOTHING, normalisation: str = DEFAULT_NORMALISATION, branches: bool = True,
-    transparent_below: float = DEFAULT_TRANSPARENT_BELOW, formats: Sequence[str] = ("png",), top_k: int = 10,
+    checkpoint: str,
+    features_dir: str,
+    out_dir: str,
+    slides_dir: str | None = None,
+    slide_ids: Sequence[str] | None = None,
+    max_size: int = 1024,
+    cmap: str = DEFAULT_CMAP,
+    alpha: float = 0.5,
+    smoothing_sigma: float = DEFAULT_SMOOTHING,
+    normalisation: str = DEFAULT_NORMALISATION,
+    branches: bool = True,
+    transparent_below: float = DEFAULT_TRANSPARENT_BELOW,
+    formats: Sequence[str] = ("png",),
+    top_k: int = 10,
     geojson_legacy: bool = False,
 ) -> dict:
     """Render and write the PNGs; returns the summary also written to ``heatmaps.json``."""
@@ -85,11 +95,20 @@ def heatmaps(
             if branches and result.attention.shape[0] > 1:
                 maps |= {f"branch{i}": a for i, a in enumerate(result.attention)}
             files = []
-            for name, scores in (maps.items() if "png" in formats else ()):
-                image = render_heatmap(slide.coords, scores, patch, size0, background=background,
-                                       max_size=max_size, cmap=cmap, alpha=alpha,
-                                       smoothing_sigma=smoothing_sigma, normalisation=normalisation,
-                                       transparent_below=transparent_below)
+            for name, scores in maps.items() if "png" in formats else ():
+                image = render_heatmap(
+                    slide.coords,
+                    scores,
+                    patch,
+                    size0,
+                    background=background,
+                    max_size=max_size,
+                    cmap=cmap,
+                    alpha=alpha,
+                    smoothing_sigma=smoothing_sigma,
+                    normalisation=normalisation,
+                    transparent_below=transparent_below,
+                )
                 target = out / f"{sid}_{name}.png"
                 with atomic_path(target) as tmp:
                     image.save(tmp, format="PNG")
@@ -100,15 +119,26 @@ def heatmaps(
             log.errors[sid] = f"{type(err).__name__}: {err}"
             continue
         predicted = int(result.probabilities.argmax())
-        done[sid] = {"files": files, "background": source, "n_tiles": slide.n_patches,
-                     "predicted": lm.card.class_names[predicted] if predicted < len(lm.card.class_names) else predicted,
-                     "probabilities": [float(p) for p in result.probabilities]}
-    summary = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "class_names": lm.card.class_names,
-               "normalisation": normalisation, "cmap": cmap, "smoothing_sigma": smoothing_sigma,
-               "transparent_below": transparent_below,
-               "formats": list(formats),
-               "scaling": scaling_label(normalisation, transparent_below, smoothing_sigma), "slides": done,
-               **log.as_dict()}
+        done[sid] = {
+            "files": files,
+            "background": source,
+            "n_tiles": slide.n_patches,
+            "predicted": lm.card.class_names[predicted] if predicted < len(lm.card.class_names) else predicted,
+            "probabilities": [float(p) for p in result.probabilities],
+        }
+    summary = {
+        "checkpoint": str(checkpoint),
+        "arch": lm.card.arch,
+        "class_names": lm.card.class_names,
+        "normalisation": normalisation,
+        "cmap": cmap,
+        "smoothing_sigma": smoothing_sigma,
+        "transparent_below": transparent_below,
+        "formats": list(formats),
+        "scaling": scaling_label(normalisation, transparent_below, smoothing_sigma),
+        "slides": done,
+        **log.as_dict(),
+    }
     write_json(out / "heatmaps.json", summary)
     return summary
 
@@ -117,8 +147,15 @@ def _write_geojson(out: Path, slide, attention: np.ndarray, top_k: int, legacy: 
     """``<slide_id>_attention.geojson``: the tiles of the feature file with their attention, for QuPath."""
     from acmil.geojson import write_attention_geojson
 
-    return write_attention_geojson(out / f"{slide.slide_id}_attention.geojson", slide.slide_id, slide.coords,
-                                   slide.patch_size_level0, attention, top_k=top_k, legacy=legacy)
+    return write_attention_geojson(
+        out / f"{slide.slide_id}_attention.geojson",
+        slide.slide_id,
+        slide.coords,
+        slide.patch_size_level0,
+        attention,
+        top_k=top_k,
+        legacy=legacy,
+    )
 
 
 def parse_formats(value: str) -> list[str]:
@@ -140,18 +177,39 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults = the viewer's (acmil.heatmap.DEFAULT_*), so a figure and the viewer show a slide the same way.
     p.add_argument("--cmap", default=DEFAULT_CMAP, help="matplotlib colormap (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity over the thumbnail")
-    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                   help="Gaussian smoothing sigma in tiles (default: %(default)s; 0 = none)")
-    p.add_argument("--normalisation", choices=("log", "rank", "minmax"), default=DEFAULT_NORMALISATION,
-                   help="score scaling (default: %(default)s)")
-    p.add_argument("--transparent-below", type=float, default=DEFAULT_TRANSPARENT_BELOW, metavar="X",
-                   help="scaled scores under X are not drawn (default: %(default)s; 0 = every tile)")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=DEFAULT_SMOOTHING,
+        help="Gaussian smoothing sigma in tiles (default: %(default)s; 0 = none)",
+    )
+    p.add_argument(
+        "--normalisation",
+        choices=("log", "rank", "minmax"),
+        default=DEFAULT_NORMALISATION,
+        help="score scaling (default: %(default)s)",
+    )
+    p.add_argument(
+        "--transparent-below",
+        type=float,
+        default=DEFAULT_TRANSPARENT_BELOW,
+        metavar="X",
+        help="scaled scores under X are not drawn (default: %(default)s; 0 = every tile)",
+    )
     p.add_argument("--no-branches", action="store_true", help="only the mean heatmap, no per-branch PNGs")
-    p.add_argument("--format", type=parse_formats, default=["png"], metavar="png|geojson|png,geojson",
-                   help="PNG heatmaps and/or QuPath GeoJSON (one detection per tile, attention as measurements)")
+    p.add_argument(
+        "--format",
+        type=parse_formats,
+        default=["png"],
+        metavar="png|geojson|png,geojson",
+        help="PNG heatmaps and/or QuPath GeoJSON (one detection per tile, attention as measurements)",
+    )
     p.add_argument("--top-k", type=int, default=10, help="GeoJSON: tiles classified 'Top attention'")
-    p.add_argument("--geojson-legacy", action="store_true",
-                   help="GeoJSON for QuPath 0.3 and earlier (measurements as a list, colorRGB)")
+    p.add_argument(
+        "--geojson-legacy",
+        action="store_true",
+        help="GeoJSON for QuPath 0.3 and earlier (measurements as a list, colorRGB)",
+    )
     return p
 
 
@@ -159,9 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.slides and not Path(args.slides).is_dir():
         raise FileNotFoundError(f"{args.slides}: slides folder not found")
-    s = heatmaps(args.checkpoint, args.features, args.out, args.slides, args.slide_ids, args.max_size, args.cmap,
-                 args.alpha, args.smoothing, args.normalisation, not args.no_branches, args.transparent_below,
-                 args.format, args.top_k, args.geojson_legacy)
+    s = heatmaps(
+        args.checkpoint,
+        args.features,
+        args.out,
+        args.slides,
+        args.slide_ids,
+        args.max_size,
+        args.cmap,
+        args.alpha,
+        args.smoothing,
+        args.normalisation,
+        not args.no_branches,
+        args.transparent_below,
+        args.format,
+        args.top_k,
+        args.geojson_legacy,
+    )
     n_files = sum(len(d["files"]) for d in s["slides"].values())
     n_thumb = sum(not d["background"].startswith("blank") for d in s["slides"].values())
     print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {args.out}")

@@ -33,8 +33,14 @@ def tile_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def localisation(
-    checkpoint: str, features_dir: str, masks_dir: str | None, out_dir: str, slide_ids: Sequence[str] | None = None,
-    threshold: float = 0.5, downsample: float | None = None, annotations_dir: str | None = None,
+    checkpoint: str,
+    features_dir: str,
+    masks_dir: str | None,
+    out_dir: str,
+    slide_ids: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    downsample: float | None = None,
+    annotations_dir: str | None = None,
     classes: Sequence[str] = ("Tumor",),
 ) -> dict:
     """Per-slide and overall tile AUC of attention; writes ``localisation.csv`` and ``localisation.json``.
@@ -63,15 +69,24 @@ def localisation(
             log.skipped[slide.slide_id] = f"only one class ({'all' if labels.any() else 'no'} tumour tiles)"
             continue
         result = run_model(lm.model, slide)
-        row = {"slide_id": slide.slide_id, "n_tiles": slide.n_patches, "n_tumour": int(labels.sum()),
-               "auc_mean": tile_auc(result.mean_attention, labels)}
+        row = {
+            "slide_id": slide.slide_id,
+            "n_tiles": slide.n_patches,
+            "n_tumour": int(labels.sum()),
+            "auc_mean": tile_auc(result.mean_attention, labels),
+        }
         for i, att in enumerate(result.attention if result.attention.shape[0] > 1 else []):
             row[f"auc_branch{i}"] = tile_auc(att, labels)
         rows.append(row)
         pooled_scores.append(result.mean_attention * slide.n_patches)
         pooled_labels.append(labels)
-    summary: dict = {"checkpoint": str(checkpoint), "arch": lm.card.arch, "threshold": threshold,
-                     "ground_truth": truth.describe(), "n_slides": len(rows)}
+    summary: dict = {
+        "checkpoint": str(checkpoint),
+        "arch": lm.card.arch,
+        "threshold": threshold,
+        "ground_truth": truth.describe(),
+        "n_slides": len(rows),
+    }
     if rows:
         summary["mean_auc"] = float(np.mean([r["auc_mean"] for r in rows]))
         summary["min_auc"] = float(np.min([r["auc_mean"] for r in rows]))
@@ -83,7 +98,8 @@ def localisation(
     summary["slides"] = rows
     summary.update(log.as_dict())
     fields = ["slide_id", "n_tiles", "n_tumour", "auc_mean"] + (
-        [k for k in rows[0] if k.startswith("auc_branch")] if rows else [])
+        [k for k in rows[0] if k.startswith("auc_branch")] if rows else []
+    )
     write_csv(out / "localisation.csv", rows, fields)
     write_json(out / "localisation.json", summary)
     return summary
@@ -95,10 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     truth = p.add_mutually_exclusive_group(required=True)
     truth.add_argument("--masks", help="folder of <slide_id>.png tumour masks")
-    truth.add_argument("--annotations", help="folder of <slide_id>.geojson QuPath exports (FeatureCollection or a "
-                                             "list of features): tumour = annotations of --classes")
-    p.add_argument("--classes", default="Tumor", help="annotation classes that are tumour, comma-separated "
-                                                      "(case-insensitive; a derived class 'Tumor: Positive' matches)")
+    truth.add_argument(
+        "--annotations",
+        help="folder of <slide_id>.geojson QuPath exports (FeatureCollection or a "
+        "list of features): tumour = annotations of --classes",
+    )
+    p.add_argument(
+        "--classes",
+        default="Tumor",
+        help="annotation classes that are tumour, comma-separated "
+        "(case-insensitive; a derived class 'Tumor: Positive' matches)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slides", nargs="+", help="slide ids to analyse (default: all)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask fraction that makes a tile tumour")
@@ -110,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from acmil.annotations import parse_classes
 
-    s = localisation(args.checkpoint, args.features, args.masks, args.out, args.slides, args.threshold,
-                     args.mask_downsample, args.annotations, parse_classes(args.classes))
+    s = localisation(
+        args.checkpoint,
+        args.features,
+        args.masks,
+        args.out,
+        args.slides,
+        args.threshold,
+        args.mask_downsample,
+        args.annotations,
+        parse_classes(args.classes),
+    )
     for row in s["slides"]:
         print(f"{row['slide_id']}: AUC {row['auc_mean']:.3f} ({row['n_tumour']}/{row['n_tiles']} tumour tiles)")
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():

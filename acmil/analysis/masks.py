@@ -84,7 +84,10 @@ def slide_level0_size(slide: SlideFeatures) -> tuple[int, int] | None:
 
 
 def annotation_tile_labels(
-    annotations_dir: str | os.PathLike, slide: SlideFeatures, classes: list[str], threshold: float = 0.5,
+    annotations_dir: str | os.PathLike,
+    slide: SlideFeatures,
+    classes: list[str],
+    threshold: float = 0.5,
     missing_is_negative: bool = False,
 ) -> tuple[np.ndarray | None, list[str]]:
     """(N,) bool tumour label per tile from ``<slide_id>.geojson`` (area inside annotations of ``classes`` >=
@@ -131,8 +134,9 @@ class GroundTruth:
         """(N,) bool labels or None (no mask / annotation file), and warnings about the source file."""
         if self.masks_dir:
             return tile_labels(self.masks_dir, slide, self.threshold, self.downsample, self.missing_is_negative), []
-        return annotation_tile_labels(self.annotations_dir, slide, list(self.classes), self.threshold,
-                                      self.missing_is_negative)
+        return annotation_tile_labels(
+            self.annotations_dir, slide, list(self.classes), self.threshold, self.missing_is_negative
+        )
 
     def describe(self) -> dict:
         if self.masks_dir:

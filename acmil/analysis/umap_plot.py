@@ -44,8 +44,15 @@ def embed_2d(x: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def plot_umap(xy: np.ndarray, attention_rank: np.ndarray, branch: np.ndarray, truth: np.ndarray | None,
-              n_branches: int, title: str, path: Path) -> Path:
+def plot_umap(
+    xy: np.ndarray,
+    attention_rank: np.ndarray,
+    branch: np.ndarray,
+    truth: np.ndarray | None,
+    n_branches: int,
+    title: str,
+    path: Path,
+) -> Path:
     plt = pyplot()
     panels = 2 + (truth is not None)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6), squeeze=False)
@@ -74,9 +81,16 @@ def plot_umap(xy: np.ndarray, attention_rank: np.ndarray, branch: np.ndarray, tr
 
 
 def umap_analysis(
-    checkpoint: str, features_dir: str, out_dir: str, slide_ids: Sequence[str] | None = None,
-    masks_dir: str | None = None, max_points_per_slide: int = 1000, seed: int = 0, threshold: float = 0.5,
-    annotations_dir: str | None = None, classes: Sequence[str] = ("Tumor",),
+    checkpoint: str,
+    features_dir: str,
+    out_dir: str,
+    slide_ids: Sequence[str] | None = None,
+    masks_dir: str | None = None,
+    max_points_per_slide: int = 1000,
+    seed: int = 0,
+    threshold: float = 0.5,
+    annotations_dir: str | None = None,
+    classes: Sequence[str] = ("Tumor",),
 ) -> dict:
     """Embed, sub-sample, run UMAP and write ``umap.png``, ``umap.csv`` and ``umap.json`` into ``out_dir``."""
     from acmil.checkpoint import load_model
@@ -85,8 +99,11 @@ def umap_analysis(
     from .masks import GroundTruth
 
     with_truth = masks_dir is not None or annotations_dir is not None
-    truth_source = GroundTruth(masks_dir, annotations_dir, tuple(classes), threshold,
-                               missing_is_negative=True) if with_truth else None
+    truth_source = (
+        GroundTruth(masks_dir, annotations_dir, tuple(classes), threshold, missing_is_negative=True)
+        if with_truth
+        else None
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lm = load_model(checkpoint)
@@ -131,17 +148,30 @@ def umap_analysis(
     truth_col = truth if truth is not None else [None] * len(ids)
     columns = (ids, cat["idx"], xy[:, 0], xy[:, 1], cat["att"], cat["rank"], cat["branch"], truth_col)
     rows = [
-        {"slide_id": s, "tile": int(t), "x": float(a), "y": float(b), "attention": float(w), "attention_rank": float(r),
-         "branch": int(br), **({"tumour": int(tr)} if truth is not None else {})}
+        {
+            "slide_id": s,
+            "tile": int(t),
+            "x": float(a),
+            "y": float(b),
+            "attention": float(w),
+            "attention_rank": float(r),
+            "branch": int(br),
+            **({"tumour": int(tr)} if truth is not None else {}),
+        }
         for s, t, a, b, w, r, br, tr in zip(*columns, strict=True)
     ]
     write_csv(out / "umap.csv", rows)
     summary = {
-        "checkpoint": str(checkpoint), "arch": lm.card.arch, "seed": seed,
-        "max_points_per_slide": max_points_per_slide, "n_points": len(ids),
-        "n_tiles_total": sum(d["n_tiles"] for d in drawn.values()), "slides": drawn,
+        "checkpoint": str(checkpoint),
+        "arch": lm.card.arch,
+        "seed": seed,
+        "max_points_per_slide": max_points_per_slide,
+        "n_points": len(ids),
+        "n_tiles_total": sum(d["n_tiles"] for d in drawn.values()),
+        "slides": drawn,
         "coloured_by": ["attention_rank", "branch"] + (["tumour"] if truth is not None else []),
-        **({"ground_truth": truth_source.describe()} if truth_source else {}), **log.as_dict(),
+        **({"ground_truth": truth_source.describe()} if truth_source else {}),
+        **log.as_dict(),
     }
     write_json(out / "umap.json", summary)
     return summary
@@ -154,10 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slides", nargs="+", help="slide ids to embed (default: all)")
     truth = p.add_mutually_exclusive_group()
-    truth.add_argument("--masks", help="folder of <slide_id>.png tumour masks: colour tiles by ground truth "
-                                       "(slides without a mask count as normal)")
-    truth.add_argument("--annotations", help="folder of <slide_id>.geojson QuPath exports: ground truth = "
-                                             "annotations of --classes (slides without a file count as normal)")
+    truth.add_argument(
+        "--masks",
+        help="folder of <slide_id>.png tumour masks: colour tiles by ground truth "
+        "(slides without a mask count as normal)",
+    )
+    truth.add_argument(
+        "--annotations",
+        help="folder of <slide_id>.geojson QuPath exports: ground truth = "
+        "annotations of --classes (slides without a file count as normal)",
+    )
     p.add_argument("--classes", default="Tumor", help="annotation classes that are tumour, comma-separated")
     p.add_argument("--max-points-per-slide", type=int, default=1000, help="sub-sample larger slides (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sub-sampling and of UMAP")
@@ -169,11 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from acmil.annotations import parse_classes
 
-    s = umap_analysis(args.checkpoint, args.features, args.out, args.slides, args.masks,
-                      args.max_points_per_slide, args.seed, args.threshold, args.annotations,
-                      parse_classes(args.classes))
-    print(f"drew {s['n_points']} of {s['n_tiles_total']} tiles from {len(s['slides'])} slides "
-          f"(at most {args.max_points_per_slide} per slide, seed {args.seed})")
+    s = umap_analysis(
+        args.checkpoint,
+        args.features,
+        args.out,
+        args.slides,
+        args.masks,
+        args.max_points_per_slide,
+        args.seed,
+        args.threshold,
+        args.annotations,
+        parse_classes(args.classes),
+    )
+    print(
+        f"drew {s['n_points']} of {s['n_tiles_total']} tiles from {len(s['slides'])} slides "
+        f"(at most {args.max_points_per_slide} per slide, seed {args.seed})"
+    )
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():
         print(f"skipped {slide_id}: {why}")
     for slide_id, notes in s.get("warnings", {}).items():

@@ -43,7 +43,9 @@ def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tup
 
 
 def bootstrap_metrics(
-    probs: np.ndarray, targets: np.ndarray, indices: list[np.ndarray],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    indices: list[np.ndarray],
     metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]] = point_metrics,
 ) -> dict[str, np.ndarray]:
     """Each metric on each resample: {name: (n_boot,)} (NaN where undefined, e.g. a class missing)."""
@@ -52,8 +54,12 @@ def bootstrap_metrics(
 
 
 def bootstrap_ci(
-    probs: np.ndarray, targets: np.ndarray, groups: Sequence[str] | None = None, n_boot: int = DEFAULT_RESAMPLES,
-    seed: int = 0, level: float = DEFAULT_LEVEL,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    groups: Sequence[str] | None = None,
+    n_boot: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
 ) -> dict[str, dict[str, float]]:
     """Point value and percentile CI of every metric: {name: {"value", "low", "high", "n_valid"}}.
 

@@ -33,8 +33,11 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = DEFAU
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = DEFAULT_BINS) -> float:
     bins = reliability_bins(probs, targets, n_bins)
     n = max(int(np.sum(bins["count"])), 1)
-    return float(sum(c / n * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"],
-                                                             strict=True) if c))
+    return float(
+        sum(
+            c / n * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True) if c
+        )
+    )
 
 
 def brier_score(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -46,8 +49,13 @@ def brier_score(probs: np.ndarray, targets: np.ndarray) -> float:
 def calibration_summary(probs: np.ndarray, targets: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
     """{"ece", "brier", "nll", "n_bins", "reliability": reliability_bins(...)}."""
     nll = float(-np.mean(np.log(np.maximum(probs[np.arange(len(targets)), targets], _TINY))))
-    return {"ece": expected_calibration_error(probs, targets, n_bins), "brier": brier_score(probs, targets),
-            "nll": nll, "n_bins": n_bins, "reliability": reliability_bins(probs, targets, n_bins)}
+    return {
+        "ece": expected_calibration_error(probs, targets, n_bins),
+        "brier": brier_score(probs, targets),
+        "nll": nll,
+        "n_bins": n_bins,
+        "reliability": reliability_bins(probs, targets, n_bins),
+    }
 
 
 def log_probabilities(probs: np.ndarray) -> np.ndarray:

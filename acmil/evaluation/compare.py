@@ -30,15 +30,18 @@ def align(a: PredictionSet, b: PredictionSet) -> tuple[PredictionSet, Prediction
     if a.class_names != b.class_names and sorted(a.class_names) == sorted(b.class_names):
         order = [b.class_names.index(c) for c in a.class_names]
         remap = np.argsort(order)  # B's class index -> A's
-        b = PredictionSet(b.source, b.split, b.slide_ids, remap[b.targets], b.probs[:, order], a.class_names,
-                          b.case_ids)
+        b = PredictionSet(
+            b.source, b.split, b.slide_ids, remap[b.targets], b.probs[:, order], a.class_names, b.case_ids
+        )
     if a.class_names != b.class_names:
         raise ValueError(f"{a.source} has classes {a.class_names}, {b.source} has {b.class_names}")
     in_b, a_all = set(b.slide_ids), set(a.slide_ids)
     shared = [s for s in a.slide_ids if s in in_b]
     if len(shared) < 2:
-        raise ValueError(f"{a.source} and {b.source} share {len(shared)} slide(s) in split {a.split!r}: "
-                         "compare models on the same slides")
+        raise ValueError(
+            f"{a.source} and {b.source} share {len(shared)} slide(s) in split {a.split!r}: "
+            "compare models on the same slides"
+        )
     a, b = a.subset(shared), b.subset(shared)
     differ = [s for s, ta, tb in zip(shared, a.targets, b.targets, strict=True) if ta != tb]
     if differ:
@@ -59,13 +62,26 @@ def paired_bootstrap(a: PredictionSet, b: PredictionSet, n_boot: int, seed: int,
         diff = diff[np.isfinite(diff)]
         low, high = percentile_interval(diff, level)
         p = min(1.0, 2.0 * min(np.mean(diff <= 0), np.mean(diff >= 0))) if diff.size else float("nan")
-        out[name] = {"a": va[name], "b": vb[name], "difference": va[name] - vb[name], "ci_low": low, "ci_high": high,
-                     "p_value": float(p), "n_valid": int(diff.size)}
+        out[name] = {
+            "a": va[name],
+            "b": vb[name],
+            "difference": va[name] - vb[name],
+            "ci_low": low,
+            "ci_high": high,
+            "p_value": float(p),
+            "n_valid": int(diff.size),
+        }
     return out
 
 
-def compare(a: PredictionSet, b: PredictionSet, names: tuple[str, str] = ("A", "B"), n_boot: int = DEFAULT_RESAMPLES,
-            seed: int = 0, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
+def compare(
+    a: PredictionSet,
+    b: PredictionSet,
+    names: tuple[str, str] = ("A", "B"),
+    n_boot: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> dict[str, Any]:
     """The comparison as a JSON-ready dict whose ``rows`` make the table and the figure."""
     a, b, counts = align(a, b)
     rows = []
@@ -80,20 +96,46 @@ def compare(a: PredictionSet, b: PredictionSet, names: tuple[str, str] = ("A", "
             delong[a.class_names[c]] = {"error": str(err)}
             continue
         delong[a.class_names[c]] = res.as_dict()
-        rows.append({"metric": label, "test": "DeLong", "a": res.auc_a, "b": res.auc_b, "difference": res.difference,
-                     "ci_low": res.ci_low, "ci_high": res.ci_high, "p_value": res.p_value})
+        rows.append(
+            {
+                "metric": label,
+                "test": "DeLong",
+                "a": res.auc_a,
+                "b": res.auc_b,
+                "difference": res.difference,
+                "ci_low": res.ci_low,
+                "ci_high": res.ci_high,
+                "p_value": res.p_value,
+            }
+        )
     boot = paired_bootstrap(a, b, n_boot, seed, level)
     for name in METRIC_NAMES:
         if name == "auc" and len(a.class_names) == 2:
             continue  # DeLong covers the binary AUC; the bootstrap one is still in "paired_bootstrap"
-        rows.append({"metric": METRIC_LABELS[name], "test": "paired bootstrap", **{k: boot[name][k] for k in (
-            "a", "b", "difference", "ci_low", "ci_high", "p_value")}})
+        rows.append(
+            {
+                "metric": METRIC_LABELS[name],
+                "test": "paired bootstrap",
+                **{k: boot[name][k] for k in ("a", "b", "difference", "ci_low", "ci_high", "p_value")},
+            }
+        )
     unit = "case" if (a.case_ids or b.case_ids) else "slide"
-    return json_safe({
-        "names": list(names), "sources": [str(a.source), str(b.source)], "split": a.split, "slides": counts,
-        "class_names": a.class_names, "level": level, "n_boot": n_boot, "seed": seed, "resampling_unit": unit,
-        "delong": delong, "paired_bootstrap": boot, "rows": rows,
-    })
+    return json_safe(
+        {
+            "names": list(names),
+            "sources": [str(a.source), str(b.source)],
+            "split": a.split,
+            "slides": counts,
+            "class_names": a.class_names,
+            "level": level,
+            "n_boot": n_boot,
+            "seed": seed,
+            "resampling_unit": unit,
+            "delong": delong,
+            "paired_bootstrap": boot,
+            "rows": rows,
+        }
+    )
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -103,14 +145,26 @@ def format_table(result: dict[str, Any]) -> str:
     def f(v: Any, fmt: str = ".3f") -> str:
         return "n/a" if v is None else format(v, fmt)
 
-    body = [[r["metric"], r["test"], f(r["a"]), f(r["b"]), f(r["difference"], "+.3f"),
-             f"[{f(r['ci_low'], '+.3f')}, {f(r['ci_high'], '+.3f')}]", f(r["p_value"], ".3g")] for r in result["rows"]]
+    body = [
+        [
+            r["metric"],
+            r["test"],
+            f(r["a"]),
+            f(r["b"]),
+            f(r["difference"], "+.3f"),
+            f"[{f(r['ci_low'], '+.3f')}, {f(r['ci_high'], '+.3f')}]",
+            f(r["p_value"], ".3g"),
+        ]
+        for r in result["rows"]
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]]
     s = result["slides"]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"{s['shared']} shared slides (split {result['split']!r}), bootstrap {result['n_boot']} resamples "
-                 f"of {result['resampling_unit']}s, seed {result['seed']}")
+    lines.append(
+        f"{s['shared']} shared slides (split {result['split']!r}), bootstrap {result['n_boot']} resamples "
+        f"of {result['resampling_unit']}s, seed {result['seed']}"
+    )
     return "\n".join(lines)
 
 

@@ -58,7 +58,11 @@ def on_grid(kind: str, points: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def class_curves(
-    probs: np.ndarray, targets: np.ndarray, class_names: list[str], indices: list[np.ndarray], kind: str = "roc",
+    probs: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    indices: list[np.ndarray],
+    kind: str = "roc",
     level: float = 0.95,
 ) -> list[CurveBand]:
     """One band per class (only the second class for a binary task), over the bootstrap ``indices``."""
@@ -77,8 +81,9 @@ def class_curves(
             continue
         draws = [on_grid(kind, p) for idx in indices if (p := points_of(scores[idx], positive[idx])) is not None]
         point = on_grid(kind, points)
-        low, high = (np.percentile(np.stack(draws), [tail, 100.0 - tail], axis=0) if draws else (point, point))
+        low, high = np.percentile(np.stack(draws), [tail, 100.0 - tail], axis=0) if draws else (point, point)
         area = binary_auc(scores, positive) if kind == "roc" else float(average_precision_score(positive, scores))
-        bands.append(CurveBand(class_names[c], GRID, point, points[0], points[1], low, high, area,
-                               float(positive.mean())))
+        bands.append(
+            CurveBand(class_names[c], GRID, point, points[0], points[1], low, high, area, float(positive.mean()))
+        )
     return bands

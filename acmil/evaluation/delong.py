@@ -72,5 +72,15 @@ def delong_test(scores_a: np.ndarray, scores_b: np.ndarray, positive: np.ndarray
     else:  # identical placements: no evidence of a difference (or an exactly certain one)
         z, p = (0.0, 1.0) if diff == 0 else (float(np.sign(diff) * np.inf), 0.0)
     half = float(norm.ppf(0.5 + level / 2.0)) * se
-    return DeLongResult(float(aucs[0]), float(aucs[1]), diff, se, float(z), p, diff - half, diff + half,
-                        int(positive.sum()), int((~positive).sum()))
+    return DeLongResult(
+        float(aucs[0]),
+        float(aucs[1]),
+        diff,
+        se,
+        float(z),
+        p,
+        diff - half,
+        diff + half,
+        int(positive.sum()),
+        int((~positive).sum()),
+    )

@@ -57,10 +57,23 @@ def curve_figure(bands_by_model: dict[str, list[CurveBand]], kind: str, title: s
             if band is None:
                 continue
             label = f"{model + ': ' if len(bands_by_model) > 1 else ''}{area_name} {band.area:.3f}"
-            ax.plot(band.curve_x, band.curve_y, color=colour, lw=1.8, label=label,
-                    drawstyle="default" if kind == "roc" else "steps-pre")
-            ax.fill_between(band.x, band.low, band.high, color=colour, alpha=0.2, lw=0,
-                            label=f"{int(level * 100)} % bootstrap band" if colour == "C0" else None)
+            ax.plot(
+                band.curve_x,
+                band.curve_y,
+                color=colour,
+                lw=1.8,
+                label=label,
+                drawstyle="default" if kind == "roc" else "steps-pre",
+            )
+            ax.fill_between(
+                band.x,
+                band.low,
+                band.high,
+                color=colour,
+                alpha=0.2,
+                lw=0,
+                label=f"{int(level * 100)} % bootstrap band" if colour == "C0" else None,
+            )
         if kind == "roc":
             ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
             ax.set(xlabel="false-positive rate", ylabel="true-positive rate")
@@ -84,11 +97,25 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str], title: str)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
-            ax.text(j, i, f"{counts[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ticks = range(len(class_names))
-    ax.set(xticks=ticks, yticks=ticks, xticklabels=class_names, yticklabels=class_names,
-           xlabel="predicted", ylabel="true", title=title)
+    ax.set(
+        xticks=ticks,
+        yticks=ticks,
+        xticklabels=class_names,
+        yticklabels=class_names,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     return fig
 
@@ -103,8 +130,16 @@ def reliability_figure(reliability: dict[str, list], ece: float, brier: float, t
     conf = np.array([c if c is not None else 0.0 for c in reliability["confidence"]])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(centres[filled], acc[filled], width=width[filled], color="C0", edgecolor="white", label="accuracy")
-    top.bar(centres[filled], (conf - acc)[filled], bottom=acc[filled], width=width[filled], color="C3", alpha=0.35,
-            edgecolor="C3", label="gap to confidence")
+    top.bar(
+        centres[filled],
+        (conf - acc)[filled],
+        bottom=acc[filled],
+        width=width[filled],
+        color="C3",
+        alpha=0.35,
+        edgecolor="C3",
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
     top.set(ylim=(0, 1), ylabel="accuracy", title=f"{title}\nECE {ece:.3f}, Brier {brier:.3f}")
     top.legend(loc="upper left", fontsize=8)
@@ -122,12 +157,28 @@ def comparison_figure(rows: list[dict[str, Any]], name_a: str, name_b: str, titl
         lo, hi, d = row["ci_low"], row["ci_high"], row["difference"]
         if d is None:
             continue
-        ax.errorbar(d, y, xerr=[[d - (lo if lo is not None else d)], [(hi if hi is not None else d) - d]], fmt="o",
-                    color="C0" if row["test"].startswith("DeLong") else "C1", capsize=4)
-        ax.annotate(f"p = {row['p_value']:.3g}" if row["p_value"] is not None else "", (d, y), xytext=(0, 8),
-                    textcoords="offset points", ha="center", fontsize=8)
+        ax.errorbar(
+            d,
+            y,
+            xerr=[[d - (lo if lo is not None else d)], [(hi if hi is not None else d) - d]],
+            fmt="o",
+            color="C0" if row["test"].startswith("DeLong") else "C1",
+            capsize=4,
+        )
+        ax.annotate(
+            f"p = {row['p_value']:.3g}" if row["p_value"] is not None else "",
+            (d, y),
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
     ax.axvline(0, color="grey", ls="--", lw=0.8)
-    ax.set(yticks=ys, yticklabels=[f"{r['metric']}\n({r['test']})" for r in rows],
-           xlabel=f"difference {name_a} - {name_b} (95 % interval)", title=title)
+    ax.set(
+        yticks=ys,
+        yticklabels=[f"{r['metric']}\n({r['test']})" for r in rows],
+        xlabel=f"difference {name_a} - {name_b} (95 % interval)",
+        title=title,
+    )
     ax.set_ylim(-0.7, len(rows) - 0.3)
     return fig

@@ -33,8 +33,9 @@ class PredictionSet:
         where = {s: i for i, s in enumerate(self.slide_ids)}
         idx = np.array([where[s] for s in slide_ids], dtype=int)
         cases = None if self.case_ids is None else [self.case_ids[i] for i in idx]
-        return PredictionSet(self.source, self.split, list(slide_ids), self.targets[idx], self.probs[idx],
-                             self.class_names, cases)
+        return PredictionSet(
+            self.source, self.split, list(slide_ids), self.targets[idx], self.probs[idx], self.class_names, cases
+        )
 
 
 def fold_dirs(root: Path) -> list[Path]:
@@ -70,8 +71,11 @@ def case_ids_from(labels_csv: Path | None) -> dict[str, str]:
         return {}
     with Path(labels_csv).open(newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
-    return {r["slide_id"].strip(): r["case_id"].strip() for r in rows
-            if (r.get("case_id") or "").strip() and (r.get("slide_id") or "").strip()}
+    return {
+        r["slide_id"].strip(): r["case_id"].strip()
+        for r in rows
+        if (r.get("case_id") or "").strip() and (r.get("slide_id") or "").strip()
+    }
 
 
 def predictions_file(path: Path) -> Path:
@@ -102,7 +106,7 @@ def load_predictions(path: str | Path, split: str = "test", labels_csv: str | Pa
         rows = [r for r in rows if r["split"] == split]
         if not rows:
             raise ValueError(f"{csv_path}: no rows of split {split!r}")
-    names = [c[len("prob_"):] for c in prob_cols]
+    names = [c[len("prob_") :] for c in prob_cols]
     unknown = sorted({r["label"] for r in rows} - set(names))
     if unknown:
         raise ValueError(f"{csv_path}: label(s) {unknown} are not among the classes {names} (unlabelled slides?)")

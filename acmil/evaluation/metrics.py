@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 METRIC_NAMES = ("auc", "balanced_accuracy", "f1_macro", "accuracy")
-METRIC_LABELS = {"auc": "AUROC (macro OvR)", "balanced_accuracy": "balanced accuracy", "f1_macro": "macro-F1",
-                 "accuracy": "accuracy"}
+METRIC_LABELS = {
+    "auc": "AUROC (macro OvR)",
+    "balanced_accuracy": "balanced accuracy",
+    "f1_macro": "macro-F1",
+    "accuracy": "accuracy",
+}
 
 
 def check_inputs(probs: np.ndarray, targets: np.ndarray, n_classes: int | None = None) -> tuple[np.ndarray, ...]:

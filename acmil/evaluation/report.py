@@ -36,14 +36,18 @@ def evaluate_split(pred: PredictionSet, out_dir: Path, prefix: str, n_boot: int,
     for kind, label in (("roc", "ROC"), ("pr", "precision-recall")):
         bands = class_curves(pred.probs, pred.targets, pred.class_names, indices, kind)
         if bands:
-            made[kind] = figures.save(figures.curve_figure({"model": bands}, kind, f"{label}: {title}"),
-                                      out_dir / f"{prefix}_{kind}")
+            made[kind] = figures.save(
+                figures.curve_figure({"model": bands}, kind, f"{label}: {title}"), out_dir / f"{prefix}_{kind}"
+            )
     counts = summary["confusion_matrix"]["counts"]
-    made["confusion"] = figures.save(figures.confusion_figure(counts, pred.class_names, f"confusion: {title}"),
-                                     out_dir / f"{prefix}_confusion")
+    made["confusion"] = figures.save(
+        figures.confusion_figure(counts, pred.class_names, f"confusion: {title}"), out_dir / f"{prefix}_confusion"
+    )
     cal = summary["calibration"]
-    made["reliability"] = figures.save(figures.reliability_figure(
-        cal["reliability"], cal["ece"], cal["brier"], f"reliability: {title}"), out_dir / f"{prefix}_reliability")
+    made["reliability"] = figures.save(
+        figures.reliability_figure(cal["reliability"], cal["ece"], cal["brier"], f"reliability: {title}"),
+        out_dir / f"{prefix}_reliability",
+    )
     summary["figures"] = {k: [p.name for p in v] for k, v in made.items()}
     return summary
 
@@ -61,20 +65,40 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _split_html(name: str, s: dict[str, Any], fig_dir: str) -> str:
     ci, cal = s["ci"], s["calibration"]
     level = int(ci["level"] * 100)
-    rows = [[METRIC_LABELS[m], _f(ci["metrics"][m]["value"]),
-             f"[{_f(ci['metrics'][m]['low'])}, {_f(ci['metrics'][m]['high'])}]"] for m in METRIC_NAMES]
-    cal_rows = [["expected calibration error", _f(cal["ece"], 4)], ["Brier score", _f(cal["brier"], 4)],
-                ["negative log-likelihood", _f(cal["nll"], 4)]]
+    rows = [
+        [
+            METRIC_LABELS[m],
+            _f(ci["metrics"][m]["value"]),
+            f"[{_f(ci['metrics'][m]['low'])}, {_f(ci['metrics'][m]['high'])}]",
+        ]
+        for m in METRIC_NAMES
+    ]
+    cal_rows = [
+        ["expected calibration error", _f(cal["ece"], 4)],
+        ["Brier score", _f(cal["brier"], 4)],
+        ["negative log-likelihood", _f(cal["nll"], 4)],
+    ]
     if "temperature" in cal:
-        cal_rows += [[f"after temperature scaling (T = {cal['temperature']:.3f}): ECE / Brier",
-                      f"{_f(cal['temperature_scaled']['ece'], 4)} / {_f(cal['temperature_scaled']['brier'], 4)}"]]
-    images = "".join(f'<figure><img src="{html.escape(fig_dir)}/{html.escape(names[0])}" alt="{html.escape(kind)}">'
-                     f'<figcaption>{html.escape(kind)} (<a href="{html.escape(fig_dir)}/{html.escape(names[-1])}">SVG'
-                     "</a>)</figcaption></figure>" for kind, names in s["figures"].items())
-    return (f"<h2>{html.escape(name)}</h2><p>{ci['n_slides']} slides, {ci['n_cases']} cases; {level} % percentile "
-            f"bootstrap intervals over {ci['n_boot']} resamples of {ci['unit']}s (seed {ci['seed']}).</p>"
-            + _table(["metric", "value", f"{level} % CI"], rows) + "<h3>Calibration</h3>"
-            + _table(["measure", "value"], cal_rows) + f'<div class="figs">{images}</div>')
+        cal_rows += [
+            [
+                f"after temperature scaling (T = {cal['temperature']:.3f}): ECE / Brier",
+                f"{_f(cal['temperature_scaled']['ece'], 4)} / {_f(cal['temperature_scaled']['brier'], 4)}",
+            ]
+        ]
+    images = "".join(
+        f'<figure><img src="{html.escape(fig_dir)}/{html.escape(names[0])}" alt="{html.escape(kind)}">'
+        f'<figcaption>{html.escape(kind)} (<a href="{html.escape(fig_dir)}/{html.escape(names[-1])}">SVG'
+        "</a>)</figcaption></figure>"
+        for kind, names in s["figures"].items()
+    )
+    return (
+        f"<h2>{html.escape(name)}</h2><p>{ci['n_slides']} slides, {ci['n_cases']} cases; {level} % percentile "
+        f"bootstrap intervals over {ci['n_boot']} resamples of {ci['unit']}s (seed {ci['seed']}).</p>"
+        + _table(["metric", "value", f"{level} % CI"], rows)
+        + "<h3>Calibration</h3>"
+        + _table(["measure", "value"], cal_rows)
+        + f'<div class="figs">{images}</div>'
+    )
 
 
 def _with_ci(split: dict[str, Any], name: str) -> str:
@@ -85,23 +109,29 @@ def _with_ci(split: dict[str, Any], name: str) -> str:
 
 
 def _folds_html(cv_summary: dict[str, Any]) -> str:
-    rows = [[str(f["fold"])] + [_with_ci(f.get("test") or {}, m) for m in METRIC_NAMES]
-            for f in cv_summary.get("folds", [])]
+    rows = [
+        [str(f["fold"])] + [_with_ci(f.get("test") or {}, m) for m in METRIC_NAMES] for f in cv_summary.get("folds", [])
+    ]
     means = cv_summary.get("metrics", {})
-    rows.append(["mean ± std"] + [f"{_f(means[m]['mean'])} ± {_f(means[m]['std'])}" if m in means else "n/a"
-                                  for m in METRIC_NAMES])
+    rows.append(
+        ["mean ± std"]
+        + [f"{_f(means[m]['mean'])} ± {_f(means[m]['std'])}" if m in means else "n/a" for m in METRIC_NAMES]
+    )
     header = ["fold"] + [METRIC_LABELS[m] for m in METRIC_NAMES]
     return "<h2>Folds (test split of each fold, with 95 % bootstrap CIs)</h2>" + _table(header, rows)
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
-         "th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
-         "figure img{max-height:360px}figcaption{font-size:.85em;color:#555}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+    "th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
+    "figure img{max-height:360px}figcaption{font-size:.85em;color:#555}"
+)
 
 
-def build_report(root: Path, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0, labels_csv: Path | None = None,
-                 out: Path | None = None) -> Path:
+def build_report(
+    root: Path, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0, labels_csv: Path | None = None, out: Path | None = None
+) -> Path:
     """Evaluate every labelled split of a run (or the pooled out-of-fold predictions of a cv directory)."""
     root = Path(root)
     is_cv = (root / "oof_predictions.csv").is_file()
@@ -112,30 +142,44 @@ def build_report(root: Path, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0, lab
     else:
         with csv_path.open() as fh:
             header = fh.readline().strip().split(",")
-            splits = list(dict.fromkeys(line.split(",")[header.index("split")] for line in fh)) if "split" in header \
+            splits = (
+                list(dict.fromkeys(line.split(",")[header.index("split")] for line in fh))
+                if "split" in header
                 else ["all"]
+            )
     sections, summaries = [], {}
     for split in splits:
         pred = load_predictions(root, "all" if split in ("out-of-fold", "all") else split, labels_csv)
         summaries[split] = evaluate_split(pred, fig_dir, split.replace(" ", "_"), n_boot, seed)
-        sections.append(_split_html(f"{split} split" if split not in ("out-of-fold", "all") else
-                                    ("pooled out-of-fold predictions" if is_cv else "all slides"),
-                                    summaries[split], fig_dir.name))
+        sections.append(
+            _split_html(
+                f"{split} split"
+                if split not in ("out-of-fold", "all")
+                else ("pooled out-of-fold predictions" if is_cv else "all slides"),
+                summaries[split],
+                fig_dir.name,
+            )
+        )
     if is_cv and (root / "cv_summary.json").is_file():
         sections.insert(0, _folds_html(json.loads((root / "cv_summary.json").read_text())))
-    calibrations = [p for p in [root / "calibration.json", *(f / "calibration.json" for f in fold_dirs(root))]
-                    if p.is_file()]
+    calibrations = [
+        p for p in [root / "calibration.json", *(f / "calibration.json" for f in fold_dirs(root))] if p.is_file()
+    ]
     for path in calibrations:
         rec = json.loads(path.read_text())
-        sections.append(f"<p>{html.escape(str(path.parent.name))}: temperature scaling fitted on the "
-                        f"{html.escape(rec['split'])} split, T = {rec['temperature']:.3f} (validation ECE "
-                        f"{_f(rec['before']['ece'], 4)} → {_f(rec['after']['ece'], 4)}), applied by "
-                        "<code>acmil predict</code> and the service.</p>")
+        sections.append(
+            f"<p>{html.escape(str(path.parent.name))}: temperature scaling fitted on the "
+            f"{html.escape(rec['split'])} split, T = {rec['temperature']:.3f} (validation ECE "
+            f"{_f(rec['before']['ece'], 4)} → {_f(rec['after']['ece'], 4)}), applied by "
+            "<code>acmil predict</code> and the service.</p>"
+        )
     write_json(fig_dir / "evaluation.json", summaries)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ACMIL evaluation: {html.escape(root.name)}"
-            f"</title><style>{STYLE}</style></head><body><h1>Evaluation of {html.escape(str(root))}</h1>"
-            f"<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by <code>acmil report</code> from "
-            f"{html.escape(csv_path.name)}.</p>" + "".join(sections) + "</body></html>\n")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>ACMIL evaluation: {html.escape(root.name)}"
+        f"</title><style>{STYLE}</style></head><body><h1>Evaluation of {html.escape(str(root))}</h1>"
+        f"<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by <code>acmil report</code> from "
+        f"{html.escape(csv_path.name)}.</p>" + "".join(sections) + "</body></html>\n"
+    )
     target = Path(out or root / "report.html")
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -150,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    path = build_report(Path(args.run), args.n_boot, args.seed, args.labels_csv and Path(args.labels_csv),
-                        args.out and Path(args.out))
+    path = build_report(
+        Path(args.run), args.n_boot, args.seed, args.labels_csv and Path(args.labels_csv), args.out and Path(args.out)
+    )
     print(f"wrote {path}")
     return 0

@@ -14,8 +14,14 @@ from .metrics import check_inputs, confusion
 
 
 def summarise(
-    probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str], case_ids: Sequence[str] | None = None,
-    seed: int = 0, n_boot: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, n_bins: int = DEFAULT_BINS,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    class_names: Sequence[str],
+    case_ids: Sequence[str] | None = None,
+    seed: int = 0,
+    n_boot: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    n_bins: int = DEFAULT_BINS,
     temperature: float | None = None,
 ) -> dict[str, Any]:
     """Bootstrap CIs, calibration and the confusion matrix of probs (n, C) against targets (n,).
@@ -34,8 +40,12 @@ def summarise(
         return {}
     groups = None if case_ids is None else [str(c) for c in case_ids]
     ci = {
-        "level": level, "n_boot": n_boot, "seed": seed, "method": "percentile",
-        "unit": "case" if groups is not None else "slide", "n_slides": int(len(targets)),
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+        "method": "percentile",
+        "unit": "case" if groups is not None else "slide",
+        "n_slides": int(len(targets)),
         "n_cases": int(len(set(groups))) if groups is not None else int(len(targets)),
         "metrics": bootstrap_ci(probs, targets, groups, n_boot, seed, level),
     }
@@ -45,8 +55,13 @@ def summarise(
         calibration["temperature"] = float(temperature)
         calibration["temperature_scaled"] = {k: scaled[k] for k in ("ece", "brier", "nll")}
     counts = confusion(targets, probs.argmax(axis=1), len(class_names))
-    return json_safe({"ci": ci, "calibration": calibration,
-                      "confusion_matrix": {"labels": list(class_names), "counts": counts.tolist()}})
+    return json_safe(
+        {
+            "ci": ci,
+            "calibration": calibration,
+            "confusion_matrix": {"labels": list(class_names), "counts": counts.tolist()},
+        }
+    )
 
 
 def json_safe(value: Any) -> Any:

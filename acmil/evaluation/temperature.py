@@ -41,8 +41,10 @@ def split_logits(
     files = list_feature_files(features_dir)
     missing = [s for s in slide_ids if s not in files or label_of.get(s) not in names]
     if missing:
-        raise ValueError(f"{len(missing)} slide(s) without a feature file in {features_dir} or a known label in "
-                         f"{labels_csv}: {', '.join(missing[:10])}")
+        raise ValueError(
+            f"{len(missing)} slide(s) without a feature file in {features_dir} or a known label in "
+            f"{labels_csv}: {', '.join(missing[:10])}"
+        )
     logits = []
     with torch.inference_mode():
         for sid in slide_ids:
@@ -64,8 +66,14 @@ def write_temperature(checkpoint: Path, temperature: float, out: Path | None = N
     return target
 
 
-def calibrate_run(run_dir: Path, split: str = "val", checkpoint: Path | None = None, features_dir: Path | None = None,
-                  labels_csv: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+def calibrate_run(
+    run_dir: Path,
+    split: str = "val",
+    checkpoint: Path | None = None,
+    features_dir: Path | None = None,
+    labels_csv: Path | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
     """Fit T on ``split`` of one run, write it into the card and ``RUN/calibration.json``; returns that record."""
     checkpoint = Path(checkpoint or run_dir / "checkpoints" / "best.ckpt")
     features_dir, labels_csv = run_data_paths(run_dir, features_dir, labels_csv)
@@ -74,8 +82,10 @@ def calibrate_run(run_dir: Path, split: str = "val", checkpoint: Path | None = N
         raise FileNotFoundError(f"{splits_path}: no splits.json (is {run_dir} an `acmil train` run?)")
     slide_ids = json.loads(splits_path.read_text()).get(split) or []
     if len(slide_ids) < 2:
-        raise ValueError(f"{splits_path}: the {split!r} split has {len(slide_ids)} slide(s); temperature scaling "
-                         "needs a validation set")
+        raise ValueError(
+            f"{splits_path}: the {split!r} split has {len(slide_ids)} slide(s); temperature scaling "
+            "needs a validation set"
+        )
     logits, targets = split_logits(checkpoint, features_dir, labels_csv, slide_ids)
     temperature = fit_temperature(logits, targets)
 
@@ -87,8 +97,14 @@ def calibrate_run(run_dir: Path, split: str = "val", checkpoint: Path | None = N
     keys = ("ece", "brier", "nll")
     before, after = calibration_summary(probs(1.0), targets), calibration_summary(probs(temperature), targets)
     written = write_temperature(checkpoint, temperature, out)
-    record = {"temperature": temperature, "split": split, "n_slides": len(slide_ids), "checkpoint": str(written),
-              "before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys}}
+    record = {
+        "temperature": temperature,
+        "split": split,
+        "n_slides": len(slide_ids),
+        "checkpoint": str(written),
+        "before": {k: before[k] for k in keys},
+        "after": {k: after[k] for k in keys},
+    }
     write_json(run_dir / "calibration.json", record)
     return record
 
@@ -107,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1 and (args.checkpoint or args.out):
         raise ValueError("--checkpoint and --out name one checkpoint; give a run directory, not a cv directory")
     for run in runs:
+
         def path(value: str | None) -> Path | None:
             return Path(value) if value else None
 
-        rec = calibrate_run(run, args.split, path(args.checkpoint), path(args.features), path(args.labels_csv),
-                            path(args.out))
-        print(f"{run}: T = {rec['temperature']:.3f}; {args.split} ECE {rec['before']['ece']:.4f} -> "
-              f"{rec['after']['ece']:.4f}, NLL {rec['before']['nll']:.4f} -> {rec['after']['nll']:.4f}")
+        rec = calibrate_run(
+            run, args.split, path(args.checkpoint), path(args.features), path(args.labels_csv), path(args.out)
+        )
+        print(
+            f"{run}: T = {rec['temperature']:.3f}; {args.split} ECE {rec['before']['ece']:.4f} -> "
+            f"{rec['after']['ece']:.4f}, NLL {rec['before']['nll']:.4f} -> {rec['after']['nll']:.4f}"
+        )
     return 0

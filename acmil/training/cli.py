@@ -42,18 +42,29 @@ example:
 
 def _train_summary() -> argparse.ArgumentParser:
     """The options a user changes most, for ``--help`` (parsing is LightningCLI's; a test keeps them in sync)."""
-    p = argparse.ArgumentParser(prog="acmil train", description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
-                                usage="acmil train [options]",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="acmil train",
+        description=TRAIN_DESCRIPTION,
+        epilog=TRAIN_EPILOG,
+        usage="acmil train [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+        allow_abbrev=False,
+    )
     main = p.add_argument_group("most used")
     main.add_argument("--data.features_dir", metavar="DIR", help="folder of <slide_id>.h5 feature files (required)")
-    main.add_argument("--data.labels_csv", metavar="FILE",
-                      help="CSV with slide_id, label and optional split, case_id columns (required)")
+    main.add_argument(
+        "--data.labels_csv",
+        metavar="FILE",
+        help="CSV with slide_id, label and optional split, case_id columns (required)",
+    )
     main.add_argument("--trainer.max_epochs", metavar="N", help="epochs (default 100)")
-    main.add_argument("--config", metavar="FILE",
-                      help="model config: configs/acmil.yaml, abmil.yaml, mean.yaml or max.yaml (repeatable; "
-                           "later ones and later options win)")
+    main.add_argument(
+        "--config",
+        metavar="FILE",
+        help="model config: configs/acmil.yaml, abmil.yaml, mean.yaml or max.yaml (repeatable; "
+        "later ones and later options win)",
+    )
     main.add_argument("--seed_everything", metavar="S", help="seed of the split, initialisation and masking (0)")
     main.add_argument("--trainer.devices", metavar="N", help="devices (default 1; DDP: 2 with --trainer.strategy ddp)")
     main.add_argument("--trainer.accelerator", metavar="A", help="auto (default), cpu, gpu or mps")
@@ -65,8 +76,9 @@ def _train_summary() -> argparse.ArgumentParser:
     more.add_argument("--data.test_fraction", metavar="F", help="share of cases for test (default 0.2)")
     own = p.add_argument_group("run directory and output")
     own.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
-    own.add_argument("--resume", action="store_true",
-                     help="continue the run in the run directory from its checkpoints/last.ckpt")
+    own.add_argument(
+        "--resume", action="store_true", help="continue the run in the run directory from its checkpoints/last.ckpt"
+    )
     own.add_argument("--verbose", action="store_true", help="show Lightning's messages too (always in train.log)")
     own.add_argument("-h", "--help", action="store_true", help="this summary")
     own.add_argument("--help-all", action="store_true", help="every LightningCLI option")
@@ -74,10 +86,15 @@ def _train_summary() -> argparse.ArgumentParser:
 
 
 def _test_summary() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil test", description=TEST_DESCRIPTION, add_help=False,
-                                usage="acmil test --checkpoint CKPT --out DIR [options]",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-                                epilog="acmil test --help-all lists every option (all --data.* ones).")
+    p = argparse.ArgumentParser(
+        prog="acmil test",
+        description=TEST_DESCRIPTION,
+        add_help=False,
+        usage="acmil test --checkpoint CKPT --out DIR [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="acmil test --help-all lists every option (all --data.* ones).",
+    )
     p.add_argument("--checkpoint", metavar="CKPT", help="a best.ckpt, or an imported checkpoint (required)")
     p.add_argument("--out", metavar="DIR", help="folder for metrics.json and predictions.csv (required)")
     p.add_argument("--config", metavar="FILE", help="a run's config.yaml: its data paths and split seed")
@@ -142,8 +159,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
         print(metrics_table(metrics))
         if root is not None:
-            print(f"run directory: {root}  (best checkpoint: {root / 'checkpoints' / 'best.ckpt'}, "
-                  f"full log: {root / 'train.log'})")
+            print(
+                f"run directory: {root}  (best checkpoint: {root / 'checkpoints' / 'best.ckpt'}, "
+                f"full log: {root / 'train.log'})"
+            )
     return 0
 
 

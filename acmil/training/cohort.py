@@ -53,8 +53,13 @@ def normalise_label(label: str) -> str:
 
 
 # Byte-order marks: a spreadsheet's "Unicode text" export is UTF-16 with one.
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def read_text_file(path: Path, what: str = "CSV") -> str:
@@ -64,8 +69,10 @@ def read_text_file(path: Path, what: str = "CSV") -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: the {what} is not {encoding.upper()} text (byte 0x{raw[err.start]:02x} at "
-                         f"offset {err.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
+        raise ValueError(
+            f"{path}: the {what} is not {encoding.upper()} text (byte 0x{raw[err.start]:02x} at "
+            f"offset {err.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        ) from None
 
 
 @dataclass
@@ -185,14 +192,17 @@ def scan_cohort(
     index = {normalise_label(name): i for i, name in enumerate(names)}
     for r in rows:
         if r.label and r.label not in index:
-            problems.append(f"{labels_csv}, line {r.line} (slide {r.slide_id}): unknown label {r.label!r} "
-                            f"(classes: {names})")
+            problems.append(
+                f"{labels_csv}, line {r.line} (slide {r.slide_id}): unknown label {r.label!r} (classes: {names})"
+            )
     kept, metas = [], []
     for r in rows:
         path = files.get(r.slide_id)
         if path is None:
-            problems.append(f"{labels_csv}, line {r.line}: no feature file for slide {r.slide_id} "
-                            f"({Path(features_dir) / (r.slide_id + '.h5')} does not exist)")
+            problems.append(
+                f"{labels_csv}, line {r.line}: no feature file for slide {r.slide_id} "
+                f"({Path(features_dir) / (r.slide_id + '.h5')} does not exist)"
+            )
             continue
         try:
             meta = read_meta(path)
@@ -250,8 +260,12 @@ def check_trainable(cohort: Cohort, labels_csv: str | os.PathLike) -> None:
     counts = class_counts(cohort)
     present = {name: n for name, n in counts.items() if n}
     if len(present) < 2:
-        raise DataValidationError([f"{labels_csv}: a classifier needs slides of at least two classes, found "
-                                   f"{len(present)} (slides per class: {counts})"])
+        raise DataValidationError(
+            [
+                f"{labels_csv}: a classifier needs slides of at least two classes, found "
+                f"{len(present)} (slides per class: {counts})"
+            ]
+        )
 
 
 def check_split_sizes(cohort: Cohort, labels_csv: str | os.PathLike, val_fraction: float, test_fraction: float) -> None:
@@ -265,12 +279,17 @@ def check_split_sizes(cohort: Cohort, labels_csv: str | os.PathLike, val_fractio
     if short:
         have = ", ".join(f"{name!r}: {len(c)}" for name, c in cases.items())
         splits = " + ".join(["train"] + ["validation"] * (val_fraction > 0) + ["test"] * (test_fraction > 0))
-        raise DataValidationError([
-            f"{labels_csv}: a split into {splits} needs at least {needed} slides (cases) per class, one for "
-            f"each split; cases per class: {have}. Add slides or give the CSV a split column"
-            + (f" (or set --data.test_fraction 0: no test split, {needed - 1} per class)" if 0 < test_fraction < 1
-               else "")
-        ])
+        raise DataValidationError(
+            [
+                f"{labels_csv}: a split into {splits} needs at least {needed} slides (cases) per class, one for "
+                f"each split; cases per class: {have}. Add slides or give the CSV a split column"
+                + (
+                    f" (or set --data.test_fraction 0: no test split, {needed - 1} per class)"
+                    if 0 < test_fraction < 1
+                    else ""
+                )
+            ]
+        )
 
 
 def check_split_classes(cohort: Cohort, splits: dict[str, list[int]]) -> None:

@@ -113,15 +113,17 @@ def run_cv(folds: int, train_argv: list[str], selection: str = "best") -> dict[s
             fields = ["fold"] + [f for f in (reader.fieldnames or []) if f != "split"]
             oof_rows += [{"fold": k, **row} for row in reader if row.get("split") == "test"]
     class_cols = [f for f in (fields or []) if f.startswith("prob_")]
-    names = [c[len("prob_"):] for c in class_cols]
+    names = [c[len("prob_") :] for c in class_cols]
     probs = np.array([[float(r[c]) for c in class_cols] for r in oof_rows], dtype=np.float32)
     targets = np.array([names.index(r["label"]) for r in oof_rows], dtype=int)
     cases = run_case_ids(root, [r["slide_id"] for r in oof_rows])
     summary = {
         "metrics": summarise([r["test"] for r in fold_records]),
         "folds": fold_records,
-        "pooled_oof": {**metric_values(probs, targets, len(names)),  # + bootstrap CIs and calibration
-                       **evaluation_summary(probs, targets, names, cases)},
+        "pooled_oof": {
+            **metric_values(probs, targets, len(names)),  # + bootstrap CIs and calibration
+            **evaluation_summary(probs, targets, names, cases),
+        },
         "n_folds": folds,
         "selection": selection,  # which epoch each fold's best.ckpt (the one evaluated) is
     }
@@ -132,15 +134,23 @@ def run_cv(folds: int, train_argv: list[str], selection: str = "best") -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="acmil cv", add_help=False, allow_abbrev=False, usage="acmil cv --folds K [acmil train options]",
-        formatter_class=argparse.RawDescriptionHelpFormatter, description=CV_DESCRIPTION,
+        prog="acmil cv",
+        add_help=False,
+        allow_abbrev=False,
+        usage="acmil cv --folds K [acmil train options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=CV_DESCRIPTION,
         epilog="Every other option is passed to each fold's `acmil train` (see acmil train --help), "
-               "--overwrite included.",
+        "--overwrite included.",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
-    parser.add_argument("--selection", choices=SELECTIONS, default="best",
-                        help="best (default): the best epoch on a validation split carved from the training folds; "
-                             "last: train on all the training folds, keep the last epoch")
+    parser.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default="best",
+        help="best (default): the best epoch on a validation split carved from the training folds; "
+        "last: train on all the training folds, keep the last epoch",
+    )
     parser.add_argument("-h", "--help", action="store_true", help="this summary")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.help:

@@ -202,7 +202,10 @@ class FeatureDataModule(L.LightningDataModule):
         cache: dict[int, np.ndarray] = {}
         wants_cache = self.cache_mode is True  # "auto" is decided after the cheap metadata scan
         cohort = scan_cohort(
-            self.features_dir, self.labels_csv, self._class_names_arg, self.check_values,
+            self.features_dir,
+            self.labels_csv,
+            self._class_names_arg,
+            self.check_values,
             on_features=(lambda i, f: cache.__setitem__(i, f)) if wants_cache else None,
             outcome="nothing was evaluated" if self.evaluation_only else "nothing was trained",
         )
@@ -220,8 +223,12 @@ class FeatureDataModule(L.LightningDataModule):
             check_split_classes(cohort, self._splits)
         # val_fraction 0 asks for no validation split: the last epoch is kept (``acmil cv --selection last``).
         if not self._splits["val"] and not self.evaluation_only and self.val_fraction > 0:
-            raise DataValidationError([f"{self.labels_csv}: the validation split is empty (needed to select a model; "
-                                       "--data.val_fraction 0 trains without one and keeps the last epoch)"])
+            raise DataValidationError(
+                [
+                    f"{self.labels_csv}: the validation split is empty (needed to select a model; "
+                    "--data.val_fraction 0 trains without one and keeps the last epoch)"
+                ]
+            )
         self._cohort = cohort
         return cohort
 
@@ -281,15 +288,24 @@ class FeatureDataModule(L.LightningDataModule):
         cohort = self.cohort
         counts = {c: sum(t == k for t in cohort.targets) for k, c in enumerate(cohort.class_names)}
         weights = cohort.encoder.get("encoder_weights")
-        return {"n_slides": len(cohort.rows), "classes": counts, "encoder": cohort.encoder.get("encoder"),
-                "encoder_weights": weights.get("source", weights) if isinstance(weights, dict) else weights,
-                "description": self.description}
+        return {
+            "n_slides": len(cohort.rows),
+            "classes": counts,
+            "encoder": cohort.encoder.get("encoder"),
+            "encoder_weights": weights.get("source", weights) if isinstance(weights, dict) else weights,
+            "description": self.description,
+        }
 
     def splits_record(self) -> dict[str, Any]:
         """The split as slide ids, with its source and per-class counts (written as ``splits.json``)."""
         cohort, splits = self.cohort, self.splits
-        record: dict[str, Any] = {"source": self._split_source, "seed": self.seed, "folds": self.folds,
-                                  "fold": self.fold if self.folds else None, "class_names": cohort.class_names}
+        record: dict[str, Any] = {
+            "source": self._split_source,
+            "seed": self.seed,
+            "folds": self.folds,
+            "fold": self.fold if self.folds else None,
+            "class_names": cohort.class_names,
+        }
         record["counts"] = {
             name: {c: sum(cohort.targets[i] == k for i in idx) for k, c in enumerate(cohort.class_names)}
             for name, idx in splits.items()

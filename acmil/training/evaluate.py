@@ -17,14 +17,19 @@ from .metrics import metric_values, predict_dataset, prediction_rows
 def test_parser() -> Any:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog="acmil test", description="Evaluate a checkpoint on labelled feature files.",
-                            allow_abbrev=False)
+    parser = ArgumentParser(
+        prog="acmil test", description="Evaluate a checkpoint on labelled feature files.", allow_abbrev=False
+    )
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_argument("--checkpoint", required=True, help="a best.ckpt (or imported checkpoint)")
     parser.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
-    parser.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
-                        help="auto: 'test' when the split is known (a split column, --data.splits_file, or a run's "
-                             "--config, whose seed reproduces the run's split), else every labelled slide")
+    parser.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "train", "val", "test", "all"],
+        help="auto: 'test' when the split is known (a split column, --data.splits_file, or a run's "
+        "--config, whose seed reproduces the run's split), else every labelled slide",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_class_arguments(FeatureDataModule, "data")
     # A run's saved config.yaml also holds these groups; they are accepted and ignored (the checkpoint
@@ -45,8 +50,10 @@ def test_command(argv: list[str]) -> int:
     dm.evaluation_only = True
     cohort = dm.cohort
     if cohort.in_dim != loaded.card.in_dim:
-        raise ValueError(f"{cfg.checkpoint}: model expects {loaded.card.in_dim}-d features, "
-                         f"{dm.features_dir} holds {cohort.in_dim}-d features")
+        raise ValueError(
+            f"{cfg.checkpoint}: model expects {loaded.card.in_dim}-d features, "
+            f"{dm.features_dir} holds {cohort.in_dim}-d features"
+        )
     split = cfg.split
     if split == "auto":
         split = "test" if (cohort.has_split_column or dm.splits_file or cfg.config) else "all"

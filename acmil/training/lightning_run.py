@@ -63,8 +63,14 @@ class LastEpochCheckpoint(ModelCheckpoint):
     from a monitor-less ModelCheckpoint a config adds (Lightning refuses two callbacks with one key)."""
 
     def __init__(self, dirpath: Path) -> None:
-        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
-                         auto_insert_metric_name=False, enable_version_counter=False)
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
 
 
 class _SaveConfigToRunDir(SaveConfigCallback):
@@ -92,8 +98,11 @@ class _Parser(LightningArgumentParser):
             close = difflib.get_close_matches(given, known, n=1, cutoff=0.8)
             if close and close[0] != given:
                 hints.append(f"did you mean {close[0]}?")
-        sys.stderr.write(f"{self.prog}: error: {message}\n" + "".join(f"  {h}\n" for h in hints)
-                         + f"  ({self.prog} --help: the common options; --help-all: every option)\n")
+        sys.stderr.write(
+            f"{self.prog}: error: {message}\n"
+            + "".join(f"  {h}\n" for h in hints)
+            + f"  ({self.prog} --help: the common options; --help-all: every option)\n"
+        )
         sys.exit(2)
 
 
@@ -104,8 +113,13 @@ class ACMILCLI(LightningCLI):
     against the run directory once the config is parsed and before the cohort is read.
     """
 
-    def __init__(self, args: list[str] | None = None, prog: str = "acmil train",
-                 options: RunOptions | None = None, on_run_dir: Callable[[Path], None] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        prog: str = "acmil train",
+        options: RunOptions | None = None,
+        on_run_dir: Callable[[Path], None] | None = None,
+    ) -> None:
         self.options, self.on_run_dir = options or RunOptions(), on_run_dir
         self.resume_from: Path | None = None
         super().__init__(
@@ -116,8 +130,11 @@ class ACMILCLI(LightningCLI):
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             # allow_abbrev=False: "--trainer.max_epoch 3" is an error, not silently max_epochs
-            parser_kwargs={"prog": prog, "description": "Train a MIL model (acmil train --help for a summary).",
-                           "allow_abbrev": False},
+            parser_kwargs={
+                "prog": prog,
+                "description": "Train a MIL model (acmil train --help for a summary).",
+                "allow_abbrev": False,
+            },
             args=args,
             run=False,
             auto_configure_optimizers=False,  # the module builds AdamW + per-step cosine itself
@@ -158,8 +175,14 @@ class ACMILCLI(LightningCLI):
             config["limit_val_batches"], config["num_sanity_val_steps"] = 0, 0
         callbacks = list(callbacks) + [
             ModelCheckpoint(
-                dirpath=checkpoints, filename="best", monitor=SELECTION_METRIC if selects else None, mode="max",
-                save_top_k=1, save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
+                dirpath=checkpoints,
+                filename="best",
+                monitor=SELECTION_METRIC if selects else None,
+                mode="max",
+                save_top_k=1,
+                save_last=False,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
             ),
             # The latest epoch, every epoch (save_last=True would only follow the best one's saves).
             LastEpochCheckpoint(checkpoints),

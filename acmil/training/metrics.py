@@ -62,7 +62,10 @@ def predict_dataset(model: nn.Module, dataset: Any, device: torch.device | str =
 
 
 def prediction_rows(
-    slide_ids: list[str], probs: np.ndarray, class_names: list[str], labels: list[str] | None = None,
+    slide_ids: list[str],
+    probs: np.ndarray,
+    class_names: list[str],
+    labels: list[str] | None = None,
     split: str | None = None,
 ) -> list[dict[str, Any]]:
     """CSV rows: slide_id, [split], [label], predicted, prob_<class> per class."""
@@ -77,5 +80,3 @@ def prediction_rows(
         row.update({f"prob_{c}": f"{float(p):.6f}" for c, p in zip(class_names, probs[j], strict=True)})
         rows.append(row)
     return rows
-
-

@@ -80,7 +80,9 @@ class MILModule(L.LightningModule):
         self.training_cohort = training_cohort
         self.model = create_model(arch, in_dim=in_dim, n_classes=len(self.class_names), **self.arch_args)
         self.loss_weights = {
-            "branch_weight": branch_weight, "slide_weight": slide_weight, "diversity_weight": diversity_weight,
+            "branch_weight": branch_weight,
+            "slide_weight": slide_weight,
+            "diversity_weight": diversity_weight,
         }
         n = len(self.class_names)
         # (ModuleDict keys cannot be "train": nn.Module.train exists, hence the suffix)
@@ -113,8 +115,9 @@ class MILModule(L.LightningModule):
             sums[name] = sums[name] + value if name in sums else value
         self._loss_counts[stage] = self._loss_counts.get(stage, 0) + n
         if stage == "train":
-            self.log("train/loss_step", terms["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True,
-                     batch_size=n)
+            self.log(
+                "train/loss_step", terms["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n
+            )
         self.metrics[f"{stage}_"].update(torch.softmax(out.logits.detach().float(), dim=-1), target)
         return terms["loss"]
 
@@ -173,8 +176,12 @@ class MILModule(L.LightningModule):
             in_dim=int(self.hparams.in_dim),
             class_names=self.class_names,
             encoder=self.encoder,
-            extra={"epoch": int(self.current_epoch), "global_step": int(self.global_step), **self.loss_weights,
-                   "training_cohort": self.training_cohort},
+            extra={
+                "epoch": int(self.current_epoch),
+                "global_step": int(self.global_step),
+                **self.loss_weights,
+                "training_cohort": self.training_cohort,
+            },
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -33,16 +33,30 @@ example:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil predict", description=DESCRIPTION, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, action="append",
-                   help="best.ckpt from training, an imported checkpoint, a run directory or a cv directory (every "
-                        "fold's best.ckpt); repeat it for an ensemble of one recipe: probabilities are averaged")
-    p.add_argument("--per-model", action="store_true",
-                   help="with several checkpoints: also each model's probabilities (m<k>_prob_<class> columns)")
+    p = argparse.ArgumentParser(
+        prog="acmil predict",
+        description=DESCRIPTION,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="best.ckpt from training, an imported checkpoint, a run directory or a cv directory (every "
+        "fold's best.ckpt); repeat it for an ensemble of one recipe: probabilities are averaged",
+    )
+    p.add_argument(
+        "--per-model",
+        action="store_true",
+        help="with several checkpoints: also each model's probabilities (m<k>_prob_<class> columns)",
+    )
     p.add_argument("--features", help="folder of <slide_id>.h5 feature files (or one .h5 file)")
-    p.add_argument("--slides", help="raw slides (folder, files separated by commas, or CSV): preprocessed with the "
-                   "checkpoint's recipe, cached under --out")
+    p.add_argument(
+        "--slides",
+        help="raw slides (folder, files separated by commas, or CSV): preprocessed with the "
+        "checkpoint's recipe, cached under --out",
+    )
     p.add_argument("--encoder-weights", help="with --slides: the encoder's weights file when the recipe used one")
     p.add_argument("--out", required=True, help="CSV to write (with --slides: a folder)")
     p.add_argument("--labels-csv", default=None, help="optional labels CSV: adds the true label column")
@@ -51,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def predict_folder(
-    checkpoint: str | Path | list[str | Path], features: str | Path, out: str | Path,
-    labels_csv: str | Path | None = None, device: str = "cpu", per_model: bool = False,
+    checkpoint: str | Path | list[str | Path],
+    features: str | Path,
+    out: str | Path,
+    labels_csv: str | Path | None = None,
+    device: str = "cpu",
+    per_model: bool = False,
 ) -> tuple[Path, list[str]]:
     """Predict every feature file with one checkpoint or an ensemble (a list, or a cv directory); returns the
     CSV path and the list of per-file errors. Raises EnsembleMismatch for checkpoints that cannot be averaged."""
@@ -88,13 +106,20 @@ def predict_folder(
         labels = [truth.get(sid, "")] if truth is not None else None
         row = prediction_rows([sid], pred.probabilities[None], names, labels)[0]
         if per_model:
-            row.update({f"m{k}_prob_{c}": f"{float(p):.6f}" for k, probs in enumerate(pred.member_probabilities)
-                        for c, p in zip(names, probs, strict=True)})
+            row.update(
+                {
+                    f"m{k}_prob_{c}": f"{float(p):.6f}"
+                    for k, probs in enumerate(pred.member_probabilities)
+                    for c, p in zip(names, probs, strict=True)
+                }
+            )
         out_rows.append(row)
     if not out_rows:  # never replace an earlier CSV with a header-only one
         listed = "\n".join(f"  - {e}" for e in errors)
-        raise NothingPredicted(f"none of the {len(files)} feature file(s) in {features} could be predicted, "
-                               f"{out} was not written:\n{listed}")
+        raise NothingPredicted(
+            f"none of the {len(files)} feature file(s) in {features} could be predicted, "
+            f"{out} was not written:\n{listed}"
+        )
     fields = ["slide_id"] + (["label"] if truth is not None else []) + ["predicted"] + [f"prob_{c}" for c in names]
     if per_model:
         fields += [f"m{k}_prob_{c}" for k in range(k_models) for c in names]
@@ -112,14 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.checkpoint) > 1:
             parser.error("--slides takes one --checkpoint (ensembles predict from --features)")
         done = predict_slides(args.checkpoint[0], args.slides, args.out, args.device, args.encoder_weights)
-        print(f"wrote {done.csv} ({len(done.rows)} slide(s)" + (f", {len(done.failures)} failed" if done.failures
-                                                              else "") + ")")
+        print(
+            f"wrote {done.csv} ({len(done.rows)} slide(s)"
+            + (f", {len(done.failures)} failed" if done.failures else "")
+            + ")"
+        )
         return 1 if done.failures else 0
     from acmil.ensemble import EnsembleMismatch
 
     try:
-        out, errors = predict_folder(args.checkpoint, args.features, args.out, args.labels_csv, args.device,
-                                     args.per_model)
+        out, errors = predict_folder(
+            args.checkpoint, args.features, args.out, args.labels_csv, args.device, args.per_model
+        )
     except (EnsembleMismatch, FileNotFoundError) as err:
         print(f"acmil predict: {err}", file=sys.stderr)
         return 2

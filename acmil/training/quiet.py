@@ -63,6 +63,7 @@ def captured_lightning_output(verbose: bool = False) -> Iterator[RunLog]:
     sink = RunLog()
     saved_show = warnings.showwarning
     with warnings.catch_warnings():
+
         def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
             _warnings_log.warning("%s", warnings.formatwarning(message, category, filename, lineno, line).rstrip())
             if verbose:

@@ -81,25 +81,32 @@ def prepare_run_dir(root: Path, options: RunOptions, config_yaml: str | None = N
         if last.is_file():
             saved_path = root / "config.yaml"
             if config_yaml is not None and saved_path.is_file():
-                changed = _changed_settings(yaml.safe_load(saved_path.read_text()) or {},
-                                            yaml.safe_load(config_yaml) or {})
+                changed = _changed_settings(
+                    yaml.safe_load(saved_path.read_text()) or {}, yaml.safe_load(config_yaml) or {}
+                )
                 if changed:
-                    raise RunDirError(f"{root}: cannot resume with other settings than the run's config.yaml "
-                                      f"({', '.join(changed[:8])} differ); resume with --config {saved_path}")
+                    raise RunDirError(
+                        f"{root}: cannot resume with other settings than the run's config.yaml "
+                        f"({', '.join(changed[:8])} differ); resume with --config {saved_path}"
+                    )
             for leftover in (root / "checkpoints").glob(".*.partial"):  # from a kill during a save
                 leftover.unlink(missing_ok=True)
             return last
         if _held(root):
-            raise RunDirError(f"{root}: nothing to resume ({last} does not exist: the run was stopped before its "
-                              "first epoch ended); start it again with --overwrite")
+            raise RunDirError(
+                f"{root}: nothing to resume ({last} does not exist: the run was stopped before its "
+                "first epoch ended); start it again with --overwrite"
+            )
         return None
     held = _held(root)
     if _is_launched_worker() or not held:
         return None
     if not options.overwrite:
-        raise RunDirError(f"{root} is not empty (holds {', '.join(held[:6])}{' ...' if len(held) > 6 else ''}): "
-                          f"add --resume to continue its run from {LAST_CHECKPOINT}, --overwrite to replace it, "
-                          "or choose another --trainer.default_root_dir")
+        raise RunDirError(
+            f"{root} is not empty (holds {', '.join(held[:6])}{' ...' if len(held) > 6 else ''}): "
+            f"add --resume to continue its run from {LAST_CHECKPOINT}, --overwrite to replace it, "
+            "or choose another --trainer.default_root_dir"
+        )
     for name in RUN_ARTEFACTS:
         path = root / name
         if path.is_dir() and not path.is_symlink():

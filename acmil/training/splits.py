@@ -31,9 +31,7 @@ def kfold(labels: Sequence[int], groups: Sequence[str], k: int, seed: int) -> li
     return _fold_pairs(np.asarray(labels), np.asarray(groups), k, seed)
 
 
-def hold_out(
-    labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def hold_out(labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, held_out) with about ``fraction`` held out, stratified and case-grouped."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     idx = np.arange(len(labels))

@@ -81,7 +81,9 @@ def make_cohort(
             side = int(np.ceil(np.sqrt(n)))
             coords = np.stack([np.arange(n) % side, np.arange(n) // side], axis=1).astype(np.int64) * 224
             write_features(
-                feat_dir / f"{sid}.h5", feats.astype(dtype), coords,
+                feat_dir / f"{sid}.h5",
+                feats.astype(dtype),
+                coords,
                 attrs={"slide_id": sid, "encoder": "synthetic", "encoder_weights": "random"},
                 coord_attrs={"patch_size": 224, "patch_size_level0": 224, "name": sid},
             )

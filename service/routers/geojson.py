@@ -18,10 +18,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from ..caches import LockedLRU
 from ..dependencies import EngineDep, SettingsDep, SlideDep
 from ..engine import Engine
 from ..errors import BadInput, NotFound, ServiceError
-from ..caches import LockedLRU
 from ..registry import SlideEntry
 
 router = APIRouter(tags=["geojson"])
@@ -59,7 +59,8 @@ def _level0_size(slide: SlideEntry, engine: Engine) -> tuple[int, int] | None:
 
 @router.get("/slides/{slide_id}/attention.geojson", **AS_GEOJSON)
 def attention_geojson(
-    slide: SlideDep, engine: EngineDep,
+    slide: SlideDep,
+    engine: EngineDep,
     top_k: Annotated[int, Query(ge=0, le=1_000_000, description="tiles classified 'Top attention'")] = 10,
     object_type: Annotated[Literal["detection", "tile"], Query(description="QuPath object type")] = "detection",
     legacy: Annotated[bool, Query(description="QuPath 0.3 form (measurements as a list)")] = False,
@@ -72,9 +73,15 @@ def attention_geojson(
     body = _attention_cache.get(key)
     if body is None:
         try:
-            collection = attention_features(slide.slide_id, result.coords, result.patch_size_level0,
-                                            result.prediction.attention, top_k=top_k, object_type=object_type,
-                                            legacy=legacy)
+            collection = attention_features(
+                slide.slide_id,
+                result.coords,
+                result.patch_size_level0,
+                result.prediction.attention,
+                top_k=top_k,
+                object_type=object_type,
+                legacy=legacy,
+            )
         except ValueError as err:
             raise BadInput(f"slide {slide.slide_id!r}: {err}") from err
         body = _dumps(collection)

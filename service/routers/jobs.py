@@ -103,8 +103,11 @@ async def submit_slide(request: Request, jobs: JobsDep) -> JSONResponse:
             name = request.query_params.get("filename", "")
             source = _body_chunks(request)
         else:
-            raise JobError(415, "send the slide as multipart/form-data (part 'file'), application/octet-stream "
-                                "with ?filename=, or JSON {\"path\": ...}")
+            raise JobError(
+                415,
+                "send the slide as multipart/form-data (part 'file'), application/octet-stream "
+                'with ?filename=, or JSON {"path": ...}',
+            )
         path, digest = await store_upload(jobs, source, name)
         existing = jobs.store.get(digest[:24])
         if existing is None or existing.get("state") in ("failed", "cancelled"):

@@ -84,8 +84,12 @@ def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: i
         "patch_size_level0": result.patch_size_level0,
         "top_tiles": [
             TileScore(
-                rank=i + 1, index=int(j), x=int(result.coords[j, 0]), y=int(result.coords[j, 1]),
-                size=result.patch_size_level0, score=float(scores[j]),
+                rank=i + 1,
+                index=int(j),
+                x=int(result.coords[j, 0]),
+                y=int(result.coords[j, 1]),
+                size=result.patch_size_level0,
+                score=float(scores[j]),
             )
             for i, j in enumerate(top)
         ],
@@ -135,8 +139,13 @@ def heatmap(
 ) -> Response:
     """The attention heatmap over the slide thumbnail (blank canvas without an image), as PNG."""
     png = engine.heatmap_png(
-        slide, branch, max_size=max_size, cmap=colormap, alpha=alpha,
-        smoothing_sigma=smoothing, normalisation=normalisation,
+        slide,
+        branch,
+        max_size=max_size,
+        cmap=colormap,
+        alpha=alpha,
+        smoothing_sigma=smoothing,
+        normalisation=normalisation,
     )
     return Response(png, media_type="image/png")
 

@@ -36,8 +36,9 @@ def list_slides(engine: EngineDep) -> list[SlideSummary]:
         raise Unavailable(engine.registry.problem, retry_after_s=5)
     for entry in entries:
         n_tiles, error = engine.summary(entry)
-        out.append(SlideSummary(slide_id=entry.slide_id, has_image=entry.image_path is not None,
-                                n_tiles=n_tiles, error=error))
+        out.append(
+            SlideSummary(slide_id=entry.slide_id, has_image=entry.image_path is not None, n_tiles=n_tiles, error=error)
+        )
     return out
 
 
@@ -53,8 +54,9 @@ def slide_dzi(slide: SlideDep, engine: EngineDep) -> Response:
     return Response(engine.images.dzi(slide), media_type=XML)
 
 
-@router.get("/{slide_id}/slide_files/{level}/{tile}", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}}}})
+@router.get(
+    "/{slide_id}/slide_files/{level}/{tile}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}}
+)
 def slide_tile(slide: SlideDep, engine: EngineDep, level: int, tile: str) -> Response:
     """One DeepZoom tile of the slide, ``COL_ROW.jpeg``."""
     col, row = _address(tile, ("jpeg", "jpg"))
@@ -68,8 +70,11 @@ Smoothing = Annotated[float, Query(ge=0.0, le=20.0, description="Gaussian sigma 
 
 @router.get("/{slide_id}/attention.dzi", response_class=Response, responses={200: {"content": {XML: {}}}})
 def attention_dzi(
-    slide: SlideDep, engine: EngineDep, branch: BranchDep,
-    colormap: Colormap = DEFAULT_CMAP, normalisation: Normalisation = DEFAULT_NORMALISATION,
+    slide: SlideDep,
+    engine: EngineDep,
+    branch: BranchDep,
+    colormap: Colormap = DEFAULT_CMAP,
+    normalisation: Normalisation = DEFAULT_NORMALISATION,
     smoothing: Smoothing = DEFAULT_SMOOTHING,
 ) -> Response:
     """DeepZoom descriptor of the attention overlay: same size and tiling as ``slide.dzi``, PNG tiles.
@@ -80,11 +85,19 @@ def attention_dzi(
     return Response(overlay.get_dzi("png"), media_type=XML)
 
 
-@router.get("/{slide_id}/attention_files/{level}/{tile}", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/{slide_id}/attention_files/{level}/{tile}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
 def attention_tile(
-    slide: SlideDep, engine: EngineDep, branch: BranchDep, level: int, tile: str,
-    colormap: Colormap = DEFAULT_CMAP, normalisation: Normalisation = DEFAULT_NORMALISATION,
+    slide: SlideDep,
+    engine: EngineDep,
+    branch: BranchDep,
+    level: int,
+    tile: str,
+    colormap: Colormap = DEFAULT_CMAP,
+    normalisation: Normalisation = DEFAULT_NORMALISATION,
     smoothing: Smoothing = DEFAULT_SMOOTHING,
 ) -> Response:
     """One RGBA overlay tile, transparent where there is no tissue tile; aligned with the slide's tiles."""
@@ -95,8 +108,10 @@ def attention_tile(
 
 @router.get("/{slide_id}/crop.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def crop(
-    slide: SlideDep, engine: EngineDep,
-    x: Annotated[int, Query(ge=0)], y: Annotated[int, Query(ge=0)],
+    slide: SlideDep,
+    engine: EngineDep,
+    x: Annotated[int, Query(ge=0)],
+    y: Annotated[int, Query(ge=0)],
     size: Annotated[int, Query(ge=1, le=8192, description="side in level-0 pixels")],
     out: Annotated[int, Query(ge=8, le=1024, description="side of the returned image")] = 160,
 ) -> Response:

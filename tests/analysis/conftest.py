@@ -60,10 +60,15 @@ def make_cohort(root: Path, n_slides: int = 16, seed: int = 0, dim: int = DIM, g
             feats[inside] += 2.5 * direction
             mask = np.zeros((size0 // MASK_DOWNSAMPLE, size0 // MASK_DOWNSAMPLE), dtype=np.uint8)
             s = PATCH // MASK_DOWNSAMPLE
-            mask[y0 * s:(y0 + side) * s, x0 * s:(x0 + side) * s] = 255
+            mask[y0 * s : (y0 + side) * s, x0 * s : (x0 + side) * s] = 255
             Image.fromarray(mask).save(masks_dir / f"{slide_id}.png")
-        coord_attrs = {"patch_size": 224, "patch_size_level0": PATCH, "level0_width": size0,
-                       "level0_height": size0, "name": slide_id}
+        coord_attrs = {
+            "patch_size": 224,
+            "patch_size_level0": PATCH,
+            "level0_width": size0,
+            "level0_height": size0,
+            "name": slide_id,
+        }
         write_features(feats_dir / f"{slide_id}.h5", feats, coords, {"slide_id": slide_id}, coord_attrs)
         labels[slide_id] = int(tumour)
     labels_csv = root / "labels.csv"
@@ -79,8 +84,9 @@ def train_checkpoint(cohort: Cohort, arch: str, path: Path, epochs: int = 25, se
     from acmil.features import read_features
 
     torch.manual_seed(seed)
-    bags = [(torch.from_numpy(read_features(cohort.features / f"{s}.h5").features), y)
-            for s, y in cohort.labels.items()]
+    bags = [
+        (torch.from_numpy(read_features(cohort.features / f"{s}.h5").features), y) for s, y in cohort.labels.items()
+    ]
     model = create_model(arch, in_dim=DIM, n_classes=2, **arch_args)
     fit_bags(model, bags, epochs, lr=2e-3, weight_decay=1e-4, shuffle=True)
     card = ModelCard(arch=arch, arch_args=arch_args, in_dim=DIM, class_names=["normal", "tumour"])
@@ -94,11 +100,18 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
 
 @pytest.fixture(scope="session")
 def acmil_ckpt(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_checkpoint(cohort, "acmil", tmp_path_factory.mktemp("ckpt") / "acmil.ckpt",
-                            n_branches=3, top_k=5, mask_ratio=0.6, hidden_dim=16, attn_dim=16)
+    return train_checkpoint(
+        cohort,
+        "acmil",
+        tmp_path_factory.mktemp("ckpt") / "acmil.ckpt",
+        n_branches=3,
+        top_k=5,
+        mask_ratio=0.6,
+        hidden_dim=16,
+        attn_dim=16,
+    )
 
 
 @pytest.fixture(scope="session")
 def abmil_ckpt(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_checkpoint(cohort, "abmil", tmp_path_factory.mktemp("ckpt") / "abmil.ckpt",
-                            hidden_dim=16, attn_dim=16)
+    return train_checkpoint(cohort, "abmil", tmp_path_factory.mktemp("ckpt") / "abmil.ckpt", hidden_dim=16, attn_dim=16)

@@ -38,8 +38,19 @@ def test_cumulative_curve_is_monotone_and_ends_at_one() -> None:
 
 def test_command_compares_checkpoints(cohort, acmil_ckpt, abmil_ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "stats"
-    code = acmil_main(["attention-stats", "--checkpoint", str(acmil_ckpt), "--checkpoint", str(abmil_ckpt),
-                       "--features", str(cohort.features), "--out", str(out)])
+    code = acmil_main(
+        [
+            "attention-stats",
+            "--checkpoint",
+            str(acmil_ckpt),
+            "--checkpoint",
+            str(abmil_ckpt),
+            "--features",
+            str(cohort.features),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "ACMIL: 16 slides" in capsys.readouterr().out
     rows = list(csv.DictReader((out / "attention_stats.csv").open()))
@@ -65,17 +76,41 @@ def test_bad_file_is_reported_not_fatal(cohort, acmil_ckpt, tmp_path) -> None:
     for name in ("slide_00.h5", "slide_01.h5"):
         (feats / name).symlink_to(cohort.features / name)
     (feats / "broken.h5").write_bytes(b"not hdf5")
-    assert main(["--checkpoint", str(acmil_ckpt), "--name", "mine", "--features", str(feats),
-                 "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            ["--checkpoint", str(acmil_ckpt), "--name", "mine", "--features", str(feats), "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "o" / "attention_stats.json").read_text())
     assert summary["n_slides"] == 2 and "broken" in summary["errors"] and "broken.h5" in summary["errors"]["broken"]
     assert list(summary["mean_over_slides"]) == ["mine"]
 
 
 def test_unknown_slide_and_missing_checkpoint_are_clear_errors(cohort, acmil_ckpt, tmp_path, capsys) -> None:
-    code = acmil_main(["attention-stats", "--checkpoint", str(acmil_ckpt), "--features", str(cohort.features),
-                       "--slides", "nope", "--out", str(tmp_path)])
+    code = acmil_main(
+        [
+            "attention-stats",
+            "--checkpoint",
+            str(acmil_ckpt),
+            "--features",
+            str(cohort.features),
+            "--slides",
+            "nope",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 1 and "nope" in capsys.readouterr().err
-    code = acmil_main(["attention-stats", "--checkpoint", str(tmp_path / "x.ckpt"), "--features",
-                       str(cohort.features), "--out", str(tmp_path)])
+    code = acmil_main(
+        [
+            "attention-stats",
+            "--checkpoint",
+            str(tmp_path / "x.ckpt"),
+            "--features",
+            str(cohort.features),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 1 and "x.ckpt" in capsys.readouterr().err

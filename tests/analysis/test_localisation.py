@@ -44,8 +44,21 @@ def _oracle_checkpoint(cohort, path):
 
 def test_known_attention_localises(cohort, tmp_path, capsys) -> None:
     ckpt = _oracle_checkpoint(cohort, tmp_path / "oracle.ckpt")
-    assert main(["--checkpoint", str(ckpt), "--features", str(cohort.features), "--masks", str(cohort.masks),
-                 "--out", str(tmp_path / "loc")]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--features",
+                str(cohort.features),
+                "--masks",
+                str(cohort.masks),
+                "--out",
+                str(tmp_path / "loc"),
+            ]
+        )
+        == 0
+    )
     s = json.loads((tmp_path / "loc" / "localisation.json").read_text())
     tumour = sorted(k for k, y in cohort.labels.items() if y)
     assert [r["slide_id"] for r in s["slides"]] == tumour
@@ -75,8 +88,21 @@ def test_known_attention_localises(cohort, tmp_path, capsys) -> None:
 def test_trained_checkpoints_find_the_tumour(cohort, acmil_ckpt, abmil_ckpt, tmp_path) -> None:
     for ckpt in (acmil_ckpt, abmil_ckpt):
         out = tmp_path / ckpt.stem
-        assert main(["--checkpoint", str(ckpt), "--features", str(cohort.features), "--masks", str(cohort.masks),
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "--checkpoint",
+                    str(ckpt),
+                    "--features",
+                    str(cohort.features),
+                    "--masks",
+                    str(cohort.masks),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         s = json.loads((out / "localisation.json").read_text())
         assert s["n_slides"] == 8
         assert s["mean_auc"] > 0.65, s  # weak supervision on 16 slides: clearly better than chance
@@ -87,5 +113,15 @@ def test_trained_checkpoints_find_the_tumour(cohort, acmil_ckpt, abmil_ckpt, tmp
 
 def test_missing_masks_folder(cohort, acmil_ckpt, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="masks folder"):
-        main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--masks",
-              str(tmp_path / "none"), "--out", str(tmp_path)])
+        main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--masks",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path),
+            ]
+        )

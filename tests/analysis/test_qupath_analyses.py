@@ -39,12 +39,18 @@ def annotations(cohort, tmp_path_factory):
             continue
         stroma = [[[0, 0], [200, 0], [200, 200], [0, 200], [0, 0]]]
         features = [
-            {"type": "Feature", "id": "6a1c8d0e-1f2b-4c3d-8e9f-0a1b2c3d4e5f",
-             "geometry": {"type": "Polygon", "coordinates": _mask_square(cohort, slide_id)},
-             "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
-            {"type": "Feature", "id": "7a1c8d0e-1f2b-4c3d-8e9f-0a1b2c3d4e5f",
-             "geometry": {"type": "Polygon", "coordinates": stroma},
-             "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [0, 200, 0]}}},
+            {
+                "type": "Feature",
+                "id": "6a1c8d0e-1f2b-4c3d-8e9f-0a1b2c3d4e5f",
+                "geometry": {"type": "Polygon", "coordinates": _mask_square(cohort, slide_id)},
+                "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}},
+            },
+            {
+                "type": "Feature",
+                "id": "7a1c8d0e-1f2b-4c3d-8e9f-0a1b2c3d4e5f",
+                "geometry": {"type": "Polygon", "coordinates": stroma},
+                "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [0, 200, 0]}},
+            },
         ]
         (folder / f"{slide_id}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return folder
@@ -53,8 +59,12 @@ def annotations(cohort, tmp_path_factory):
 def test_localisation_from_annotations_equals_the_masks(cohort, acmil_ckpt, annotations, tmp_path, capsys) -> None:
     base = ["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features)]
     assert localisation_main([*base, "--masks", str(cohort.masks), "--out", str(tmp_path / "m")]) == 0
-    assert localisation_main([*base, "--annotations", str(annotations), "--classes", "tumor",
-                              "--out", str(tmp_path / "a")]) == 0
+    assert (
+        localisation_main(
+            [*base, "--annotations", str(annotations), "--classes", "tumor", "--out", str(tmp_path / "a")]
+        )
+        == 0
+    )
     by_mask = json.loads((tmp_path / "m" / "localisation.json").read_text())
     by_annotation = json.loads((tmp_path / "a" / "localisation.json").read_text())
     assert by_annotation["ground_truth"] == {"annotations": str(annotations), "classes": ["tumor"]}
@@ -65,8 +75,12 @@ def test_localisation_from_annotations_equals_the_masks(cohort, acmil_ckpt, anno
 
     # Annotations of another class only: every slide is all-normal, and the command says which classes exist.
     capsys.readouterr()
-    assert localisation_main([*base, "--annotations", str(annotations), "--classes", "Necrosis",
-                              "--out", str(tmp_path / "n")]) == 0
+    assert (
+        localisation_main(
+            [*base, "--annotations", str(annotations), "--classes", "Necrosis", "--out", str(tmp_path / "n")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "no annotation of class Necrosis (classes in the file: Tumor: 1, Stroma: 1)" in out
     assert "no slide has both tumour and normal tiles" in out
@@ -79,10 +93,24 @@ def test_a_bad_annotation_file_is_one_slide_s_error(cohort, acmil_ckpt, annotati
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "slide_01.geojson").write_text('{"type": "Feature", "geometry": {"type": "Ellipse"}}')
     bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [3072, 3072], [3072, 0], [0, 3072], [0, 0]]]}
-    (folder / "slide_03.geojson").write_text(json.dumps({"type": "Feature", "geometry": bowtie,
-                                                         "properties": {"classification": "Tumor"}}))
-    assert localisation_main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features),
-                              "--annotations", str(folder), "--out", str(tmp_path / "loc")]) == 0
+    (folder / "slide_03.geojson").write_text(
+        json.dumps({"type": "Feature", "geometry": bowtie, "properties": {"classification": "Tumor"}})
+    )
+    assert (
+        localisation_main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--annotations",
+                str(folder),
+                "--out",
+                str(tmp_path / "loc"),
+            ]
+        )
+        == 0
+    )
     s = json.loads((tmp_path / "loc" / "localisation.json").read_text())
     error = s["errors"]["slide_01"]
     assert "unknown geometry type 'Ellipse'" in error and "slide_01.geojson" in error
@@ -103,8 +131,25 @@ def test_localisation_needs_one_ground_truth(cohort, acmil_ckpt, annotations, tm
 
 def test_umap_coloured_by_annotations(cohort, acmil_ckpt, annotations, tmp_path) -> None:
     slides = ["slide_00", "slide_01", "slide_03"]
-    assert umap_main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--slides", *slides,
-                      "--annotations", str(annotations), "--max-points-per-slide", "40", "--out", str(tmp_path)]) == 0
+    assert (
+        umap_main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--slides",
+                *slides,
+                "--annotations",
+                str(annotations),
+                "--max-points-per-slide",
+                "40",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     s = json.loads((tmp_path / "umap.json").read_text())
     assert s["coloured_by"] == ["attention_rank", "branch", "tumour"] and s["ground_truth"]["classes"] == ["Tumor"]
     rows = list(csv.DictReader((tmp_path / "umap.csv").open()))
@@ -118,10 +163,31 @@ def test_umap_coloured_by_annotations(cohort, acmil_ckpt, annotations, tmp_path)
 
 def test_heatmap_geojson_for_qupath(cohort, acmil_ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "hm"
-    assert heatmap_main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--out", str(out),
-                         "--slide-ids", "slide_01", "slide_02", "--format", "geojson", "--top-k", "7"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["heatmaps.json", "slide_01_attention.geojson",
-                                                     "slide_02_attention.geojson"]  # no PNGs asked for
+    assert (
+        heatmap_main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--out",
+                str(out),
+                "--slide-ids",
+                "slide_01",
+                "slide_02",
+                "--format",
+                "geojson",
+                "--top-k",
+                "7",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heatmaps.json",
+        "slide_01_attention.geojson",
+        "slide_02_attention.geojson",
+    ]  # no PNGs asked for
     slide = read_features(cohort.features / "slide_01.h5")
     model = validate_geojson(out / "slide_01_attention.geojson")
     corners, sides = tile_corners(model)
@@ -134,16 +200,34 @@ def test_heatmap_geojson_for_qupath(cohort, acmil_ckpt, tmp_path, capsys) -> Non
     assert sum(f.properties.classification is not None for f in model.features) == 7
     summary = json.loads((out / "heatmaps.json").read_text())
     assert summary["formats"] == ["geojson"] and summary["slides"]["slide_01"]["files"] == [
-        "slide_01_attention.geojson"]
+        "slide_01_attention.geojson"
+    ]
 
     both = tmp_path / "both"
-    assert heatmap_main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--out", str(both),
-                         "--slide-ids", "slide_01", "--format", "png,geojson", "--no-branches",
-                         "--geojson-legacy"]) == 0
+    assert (
+        heatmap_main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--out",
+                str(both),
+                "--slide-ids",
+                "slide_01",
+                "--format",
+                "png,geojson",
+                "--no-branches",
+                "--geojson-legacy",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in both.glob("slide_01*")) == ["slide_01_attention.geojson", "slide_01_mean.png"]
     validate_geojson(both / "slide_01_attention.geojson", legacy=True)
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        heatmap_main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--out", str(both),
-                      "--format", "svg"])
+        heatmap_main(
+            ["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--out", str(both), "--format", "svg"]
+        )
     assert "--format: expected png, geojson or png,geojson, got 'svg'" in capsys.readouterr().err

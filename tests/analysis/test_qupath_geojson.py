@@ -46,8 +46,12 @@ def test_attention_tiles_are_the_coords_and_patch_size_with_measurements(tmp_pat
     raw = json.loads(path.read_text())["features"][1]
     assert raw["geometry"]["coordinates"][0][0] == [512, 0]  # integers, exactly the feature file's
     m = raw["properties"]["measurements"]
-    assert m == {"attention": pytest.approx(0.35), "attention_branch_0": 0.4, "attention_branch_1": 0.3,
-                 "attention_rank": 1}
+    assert m == {
+        "attention": pytest.approx(0.35),
+        "attention_branch_0": 0.4,
+        "attention_branch_1": 0.3,
+        "attention_rank": 1,
+    }
     assert raw["properties"]["objectType"] == "detection"
     assert raw["properties"]["classification"] == {"name": "Top attention", "color": [220, 20, 60]}
     ranks = [f.properties.measurements["attention_rank"] for f in model.features]
@@ -115,8 +119,7 @@ def test_tissue_and_tiles_round_trip(tmp_path) -> None:
     mask = np.zeros((32, 32), bool)
     mask[4:28, 4:28] = True
     mask[12:18, 12:18] = False
-    collection = tissue_features("s", mask, (1024, 1024), COORDS, 256, mpp=0.5,
-                                 tissue_fraction=np.linspace(0.3, 1, 5))
+    collection = tissue_features("s", mask, (1024, 1024), COORDS, 256, mpp=0.5, tissue_fraction=np.linspace(0.3, 1, 5))
     model = validate_geojson(collection)
     tissue = [f for f in model.features if f.properties.objectType == "annotation"]
     assert len(tissue) == 1 and len(tissue[0].geometry.coordinates) == 2  # shell + hole
@@ -149,33 +152,68 @@ def test_attention_round_trip_through_the_reader(tmp_path) -> None:
 # --- what QuPath writes ------------------------------------------------------------------------------------
 def _qupath_05_export() -> dict:
     """``exportObjectsToGeoJson(getAnnotationObjects(), path, "FEATURE_COLLECTION")`` in QuPath 0.4 / 0.5."""
-    return {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "id": "5f7c1a1e-8d3b-4b7a-9a8e-0c2b6e4d1f21",
-         "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 400, 400)},
-         "properties": {"objectType": "annotation", "name": "region A", "isLocked": True,
-                        "classification": {"name": "Tumor", "color": [200, 0, 0]},
-                        "measurements": {"Area µm^2": 40000.0, "Num Detections": "NaN"},
-                        "metadata": {"author": "dr x"}}},
-        {"type": "Feature", "id": "b1d2c3e4-0000-4000-8000-000000000002",
-         "geometry": {"type": "MultiPolygon", "coordinates": [_square(600, 0, 700, 100), _square(800, 0, 900, 100)],
-                      "plane": {"c": -1, "z": 0, "t": 0}},
-         "properties": {"objectType": "annotation", "classification": {"names": ["Tumor", "Positive"],
-                                                                       "color": [255, 0, 0, 128]}}},
-        {"type": "Feature", "id": "c1d2c3e4-0000-4000-8000-000000000003",
-         "geometry": {"type": "Polygon", "coordinates": _square(0, 500, 300, 700)},
-         "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [150, 200, 150]}}},
-        {"type": "Feature", "id": "d1d2c3e4-0000-4000-8000-000000000004",
-         "geometry": {"type": "MultiPoint", "coordinates": [[10, 10], [20, 20]]},
-         "properties": {"objectType": "annotation",
-                        "classification": {"name": "Immune cells", "color": [160, 90, 160]}}},
-        {"type": "Feature", "id": "e1d2c3e4-0000-4000-8000-000000000005",
-         "geometry": {"type": "Polygon", "coordinates": _square(100, 100, 110, 110)},
-         "nucleusGeometry": {"type": "Polygon", "coordinates": _square(102, 102, 108, 108)},
-         "properties": {"objectType": "cell", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
-        {"type": "Feature", "id": "f1d2c3e4-0000-4000-8000-000000000006",
-         "geometry": {"type": "Polygon", "coordinates": _square(1000, 1000, 1200, 1100)},
-         "properties": {"objectType": "annotation"}},  # unclassified
-    ]}
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": "5f7c1a1e-8d3b-4b7a-9a8e-0c2b6e4d1f21",
+                "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 400, 400)},
+                "properties": {
+                    "objectType": "annotation",
+                    "name": "region A",
+                    "isLocked": True,
+                    "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                    "measurements": {"Area µm^2": 40000.0, "Num Detections": "NaN"},
+                    "metadata": {"author": "dr x"},
+                },
+            },
+            {
+                "type": "Feature",
+                "id": "b1d2c3e4-0000-4000-8000-000000000002",
+                "geometry": {
+                    "type": "MultiPolygon",
+                    "coordinates": [_square(600, 0, 700, 100), _square(800, 0, 900, 100)],
+                    "plane": {"c": -1, "z": 0, "t": 0},
+                },
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"names": ["Tumor", "Positive"], "color": [255, 0, 0, 128]},
+                },
+            },
+            {
+                "type": "Feature",
+                "id": "c1d2c3e4-0000-4000-8000-000000000003",
+                "geometry": {"type": "Polygon", "coordinates": _square(0, 500, 300, 700)},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Stroma", "color": [150, 200, 150]},
+                },
+            },
+            {
+                "type": "Feature",
+                "id": "d1d2c3e4-0000-4000-8000-000000000004",
+                "geometry": {"type": "MultiPoint", "coordinates": [[10, 10], [20, 20]]},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Immune cells", "color": [160, 90, 160]},
+                },
+            },
+            {
+                "type": "Feature",
+                "id": "e1d2c3e4-0000-4000-8000-000000000005",
+                "geometry": {"type": "Polygon", "coordinates": _square(100, 100, 110, 110)},
+                "nucleusGeometry": {"type": "Polygon", "coordinates": _square(102, 102, 108, 108)},
+                "properties": {"objectType": "cell", "classification": {"name": "Tumor", "color": [200, 0, 0]}},
+            },
+            {
+                "type": "Feature",
+                "id": "f1d2c3e4-0000-4000-8000-000000000006",
+                "geometry": {"type": "Polygon", "coordinates": _square(1000, 1000, 1200, 1100)},
+                "properties": {"objectType": "annotation"},
+            },  # unclassified
+        ],
+    }
 
 
 def test_reads_qupath_0_4_and_later_exports(tmp_path) -> None:
@@ -195,21 +233,40 @@ def test_reads_qupath_0_4_and_later_exports(tmp_path) -> None:
     assert found.region(["*"]).area == pytest.approx(400 * 400 + 2 * 100 * 100 + 300 * 200 + 200 * 100)
     served = to_feature_collection(found, "slide_a")
     validate_geojson(served)
-    assert served["features"][1]["properties"]["classification"] == {"name": "Tumor: Positive",
-                                                                     "color": [255, 0, 0]}
+    assert served["features"][1]["properties"]["classification"] == {"name": "Tumor: Positive", "color": [255, 0, 0]}
 
 
 def test_reads_bare_lists_and_the_0_2_and_0_3_forms(tmp_path) -> None:
-    v03 = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 100, 100)},
-            "properties": {"object_type": "annotation", "isLocked": False,
-                           "classification": {"name": "Tumor", "colorRGB": -3670016},
-                           "measurements": [{"name": "Area px", "value": 10000.0}]}}]
-    v02 = [{"type": "Feature", "id": "PathAnnotationObject",
+    v03 = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 100, 100)},
+            "properties": {
+                "object_type": "annotation",
+                "isLocked": False,
+                "classification": {"name": "Tumor", "colorRGB": -3670016},
+                "measurements": [{"name": "Area px", "value": 10000.0}],
+            },
+        }
+    ]
+    v02 = [
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
             "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 50, 50)},
-            "properties": {"classification": {"name": "Pen", "colorRGB": -16777216}, "isLocked": False,
-                           "measurements": []}},
-           {"type": "Feature", "id": "PathDetectionObject",
-            "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 5, 5)}, "properties": {}}]
+            "properties": {
+                "classification": {"name": "Pen", "colorRGB": -16777216},
+                "isLocked": False,
+                "measurements": [],
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathDetectionObject",
+            "geometry": {"type": "Polygon", "coordinates": _square(0, 0, 5, 5)},
+            "properties": {},
+        },
+    ]
     (tmp_path / "v03.json").write_text(json.dumps(v03))
     a = read_annotations(tmp_path / "v03.json")
     assert a.annotations[0].color == (200, 0, 0) and a.annotations[0].measurements == {"Area px": 10000.0}
@@ -222,19 +279,36 @@ def test_reads_bare_lists_and_the_0_2_and_0_3_forms(tmp_path) -> None:
 
 
 # --- bad files ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("content, message", [
-    (b"\x89PNG\r\n\x1a\nbinary", "not a GeoJSON file"),
-    (b"{ broken json", "not a GeoJSON file"),
-    (b'{"hello": 1}', "not GeoJSON: expected a FeatureCollection"),
-    (b'{"type": "FeatureCollection", "features": [{"type": "Feature"}]}', "item #0 is not a GeoJSON Feature"),
-    (json.dumps({"type": "Feature", "geometry": {"type": "Circle", "coordinates": [1, 2], "radius": 3},
-                 "properties": {}}).encode(), "unknown geometry type 'Circle'"),
-    (json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": "abc"}, "properties": {}}).encode(),
-     "malformed Polygon"),
-    (b'{"type": "Polygon", "coordinates": [[[0, 0], [NaN, 0], [1, 1], [0, 0]]]}', "not all finite"),
-    (json.dumps({"type": "Polygon", "coordinates": _square(5000, 5000, 6000, 6000)}).encode(),
-     "all 1 polygon\\(s\\) lie outside the slide"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\nbinary", "not a GeoJSON file"),
+        (b"{ broken json", "not a GeoJSON file"),
+        (b'{"hello": 1}', "not GeoJSON: expected a FeatureCollection"),
+        (b'{"type": "FeatureCollection", "features": [{"type": "Feature"}]}', "item #0 is not a GeoJSON Feature"),
+        (
+            json.dumps(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Circle", "coordinates": [1, 2], "radius": 3},
+                    "properties": {},
+                }
+            ).encode(),
+            "unknown geometry type 'Circle'",
+        ),
+        (
+            json.dumps(
+                {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": "abc"}, "properties": {}}
+            ).encode(),
+            "malformed Polygon",
+        ),
+        (b'{"type": "Polygon", "coordinates": [[[0, 0], [NaN, 0], [1, 1], [0, 0]]]}', "not all finite"),
+        (
+            json.dumps({"type": "Polygon", "coordinates": _square(5000, 5000, 6000, 6000)}).encode(),
+            "all 1 polygon\\(s\\) lie outside the slide",
+        ),
+    ],
+)
 def test_bad_files_get_a_message_naming_the_file(tmp_path, content, message) -> None:
     path = tmp_path / "slide_x.geojson"
     path.write_bytes(content)
@@ -251,12 +325,20 @@ def test_unreadable_file(tmp_path) -> None:
 
 def test_self_intersecting_and_overhanging_polygons_are_repaired_and_said_so() -> None:
     bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [200, 200], [200, 0], [0, 200], [0, 0]]]}
-    found = parse_geojson({"type": "Feature", "geometry": bowtie,
-                           "properties": {"classification": {"name": "Tumor", "color": [1, 2, 3]}}}, "f", (1000, 1000))
+    found = parse_geojson(
+        {
+            "type": "Feature",
+            "geometry": bowtie,
+            "properties": {"classification": {"name": "Tumor", "color": [1, 2, 3]}},
+        },
+        "f",
+        (1000, 1000),
+    )
     assert found.annotations[0].geometry.is_valid
     assert found.annotations[0].geometry.area == pytest.approx(2 * 100 * 200 / 2)  # the two triangles
-    assert found.warnings == ["feature #0 (Tumor): invalid Polygon (Self-intersection[100 100]) repaired with "
-                              "make_valid"]
+    assert found.warnings == [
+        "feature #0 (Tumor): invalid Polygon (Self-intersection[100 100]) repaired with make_valid"
+    ]
     over = parse_geojson({"type": "Polygon", "coordinates": _square(900, 0, 1100, 100)}, "f", (1000, 1000))
     assert over.annotations[0].geometry.bounds == (900, 0, 1000, 100)
     assert "50.0% of its area lies outside the slide (1000 x 1000 px), clipped" in over.warnings[0]

@@ -22,8 +22,25 @@ def test_subsample_and_rank() -> None:
 def test_umap_command(cohort, acmil_ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "u"
     slides = ["slide_00", "slide_01", "slide_03"]
-    assert main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--slides", *slides,
-                 "--masks", str(cohort.masks), "--max-points-per-slide", "60", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--slides",
+                *slides,
+                "--masks",
+                str(cohort.masks),
+                "--max-points-per-slide",
+                "60",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "drew 180 of" in capsys.readouterr().out
     s = json.loads((out / "umap.json").read_text())
     assert s["n_points"] == 180 and list(s["slides"]) == slides
@@ -45,8 +62,23 @@ def test_umap_command(cohort, acmil_ckpt, tmp_path, capsys) -> None:
 
     # Same seed, same points drawn.
     out2 = tmp_path / "u2"
-    assert main(["--checkpoint", str(acmil_ckpt), "--features", str(cohort.features), "--slides", *slides,
-                 "--max-points-per-slide", "60", "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(acmil_ckpt),
+                "--features",
+                str(cohort.features),
+                "--slides",
+                *slides,
+                "--max-points-per-slide",
+                "60",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     rows2 = list(csv.DictReader((out2 / "umap.csv").open()))
     assert [(r["slide_id"], r["tile"]) for r in rows2] == [(r["slide_id"], r["tile"]) for r in rows]
     assert "tumour" not in rows2[0]

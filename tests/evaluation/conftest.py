@@ -9,8 +9,18 @@ import pytest
 
 from acmil.training.synthetic_features import SyntheticCohort, make_cohort
 
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--model.lr", "5e-3", "--trainer.logger", "false"]
+FAST = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--model.lr",
+    "5e-3",
+    "--trainer.logger",
+    "false",
+]
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +38,23 @@ def train(cohort: SyntheticCohort, run: Path, config: str, repo_root: Path, epoc
     os.chdir(repo_root)
     torch.set_num_threads(1)
     try:
-        run_training(["--config", config, "--data.features_dir", str(cohort.features_dir), "--data.labels_csv",
-                      str(cohort.labels_csv), "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir",
-                      str(run), "--seed_everything", "0", *FAST])
+        run_training(
+            [
+                "--config",
+                config,
+                "--data.features_dir",
+                str(cohort.features_dir),
+                "--data.labels_csv",
+                str(cohort.labels_csv),
+                "--trainer.max_epochs",
+                str(epochs),
+                "--trainer.default_root_dir",
+                str(run),
+                "--seed_everything",
+                "0",
+                *FAST,
+            ]
+        )
     finally:
         os.chdir(cwd)
         torch.set_num_threads(threads)

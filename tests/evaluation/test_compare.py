@@ -31,8 +31,9 @@ def test_three_classes_delong_per_class_and_bootstrap_for_the_rest() -> None:
         assert row["p_value"] < 0.01 and row["ci_low"] > 0
     boot = {r["metric"]: r for r in result["rows"] if r["test"] == "paired bootstrap"}
     assert set(boot) == {"AUROC (macro OvR)", "balanced accuracy", "macro-F1", "accuracy"}
-    macro = roc_auc_score(targets, strong.probs, multi_class="ovr") - roc_auc_score(targets, weak.probs,
-                                                                                    multi_class="ovr")
+    macro = roc_auc_score(targets, strong.probs, multi_class="ovr") - roc_auc_score(
+        targets, weak.probs, multi_class="ovr"
+    )
     assert boot["AUROC (macro OvR)"]["difference"] == pytest.approx(macro)
     assert all(r["p_value"] < 0.01 for r in boot.values())
     assert "AUROC b vs rest" in format_table(result)

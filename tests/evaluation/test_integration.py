@@ -63,11 +63,13 @@ def test_compare_two_runs(runs: dict[str, Path], tmp_path: Path, capsys: pytest.
     assert all(r["difference"] == 0 and r["p_value"] == 1.0 for r in rows)
 
 
-def test_compare_refuses_runs_on_different_slides(runs: dict[str, Path], tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_compare_refuses_runs_on_different_slides(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     csv = tmp_path / "other.csv"
-    csv.write_text("slide_id,label,predicted,prob_normal,prob_tumour\nx1,normal,normal,0.9,0.1\n"
-                   "x2,tumour,tumour,0.2,0.8\n")
+    csv.write_text(
+        "slide_id,label,predicted,prob_normal,prob_tumour\nx1,normal,normal,0.9,0.1\nx2,tumour,tumour,0.2,0.8\n"
+    )
     assert acmil(["compare", str(runs["acmil"]), str(csv), "--out", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert "share 0 slide(s)" in err and "Traceback" not in err
@@ -82,8 +84,10 @@ def test_cli_help_stays_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, acmil.cli as c; c.main(['--help']); "
-            "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'lightning') if m in sys.modules))")
+    code = (
+        "import sys, acmil.cli as c; c.main(['--help']); "
+        "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'lightning') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "compare" in out and "report" in out and "calibrate" in out
     assert out.strip().endswith("[]")

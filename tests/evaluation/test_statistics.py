@@ -27,8 +27,11 @@ def test_point_metrics_equal_scikit_learn(n_classes: int, ties: bool, seed: int)
     probs, targets = _random_task(80, n_classes, seed, ties)
     ours = point_metrics(probs, targets)
     predicted = probs.argmax(axis=1)
-    auc = roc_auc_score(targets, probs[:, 1]) if n_classes == 2 else roc_auc_score(
-        targets, probs, multi_class="ovr", average="macro")
+    auc = (
+        roc_auc_score(targets, probs[:, 1])
+        if n_classes == 2
+        else roc_auc_score(targets, probs, multi_class="ovr", average="macro")
+    )
     assert ours["auc"] == pytest.approx(auc, abs=1e-12)
     assert ours["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(targets, predicted), abs=1e-12)
     assert ours["f1_macro"] == pytest.approx(f1_score(targets, predicted, average="macro"), abs=1e-12)
@@ -37,7 +40,7 @@ def test_point_metrics_equal_scikit_learn(n_classes: int, ties: bool, seed: int)
 
 def test_metrics_match_scikit_learn_when_a_class_is_never_predicted() -> None:
     targets = np.array([0, 0, 1, 1, 2, 2])
-    probs = np.array([[.9, .1, 0], [.6, .4, 0], [.2, .8, 0], [.7, .3, 0], [.5, .3, .2], [.3, .6, .1]])
+    probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.2, 0.8, 0], [0.7, 0.3, 0], [0.5, 0.3, 0.2], [0.3, 0.6, 0.1]])
     ours, predicted = point_metrics(probs, targets), probs.argmax(axis=1)
     assert ours["f1_macro"] == pytest.approx(f1_score(targets, predicted, average="macro", zero_division=0))
     assert ours["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(targets, predicted))

@@ -80,8 +80,10 @@ def test_calibrate_records_temperature_applied_by_predict_and_service(
     assert loaded.card.class_names == load_model(runs["acmil"] / "checkpoints" / "best.ckpt").card.class_names
 
     scaled = tmp_path / "scaled.csv"
-    assert acmil(["predict", "--checkpoint", str(ckpt), "--features", str(eval_cohort.features_dir),
-                  "--out", str(scaled)]) == 0
+    assert (
+        acmil(["predict", "--checkpoint", str(ckpt), "--features", str(eval_cohort.features_dir), "--out", str(scaled)])
+        == 0
+    )
     names = loaded.card.class_names
     ids = [line.split(",")[0] for line in scaled.read_text().splitlines()[1:]]
     logits, _ = split_logits(ckpt, eval_cohort.features_dir, eval_cohort.labels_csv, ids)  # the raw model's

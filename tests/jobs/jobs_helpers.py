@@ -5,8 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 # resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast and deterministic.
-FAST = ["--encoder", "resnet18", "--weights", "random", "--resize", "none", "--tile-size", "64",
-        "--target-mpp", "2.0", "--batch-size", "16", "--no-progress", "--workers", "1"]
+FAST = [
+    "--encoder",
+    "resnet18",
+    "--weights",
+    "random",
+    "--resize",
+    "none",
+    "--tile-size",
+    "64",
+    "--target-mpp",
+    "2.0",
+    "--batch-size",
+    "16",
+    "--no-progress",
+    "--workers",
+    "1",
+]
 CLASSES = ["normal", "tumour"]
 
 
@@ -30,6 +45,11 @@ def make_checkpoint(path: Path, recipe: dict, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     dim = int(recipe["feature_dim"])
     model = ACMIL(dim, len(CLASSES), n_branches=2, top_k=4, mask_ratio=0.5)
-    card = ModelCard(arch="acmil", arch_args={"n_branches": 2, "top_k": 4, "mask_ratio": 0.5}, in_dim=dim,
-                     class_names=list(CLASSES), encoder=recipe)
+    card = ModelCard(
+        arch="acmil",
+        arch_args={"n_branches": 2, "top_k": 4, "mask_ratio": 0.5},
+        in_dim=dim,
+        class_names=list(CLASSES),
+        encoder=recipe,
+    )
     return save_model(path, model.eval(), card)

@@ -22,8 +22,7 @@ def free_port() -> int:
 
 
 def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "ACMIL_API_KEY": KEY, "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "ACMIL_API_KEY": KEY, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 class Proc:
@@ -51,11 +50,27 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(checkpoint: Path, features: Path, jobs_dir: Path, log: Path, *extra: str,
-                 port: int | None = None) -> tuple[Proc, str]:
+def start_server(
+    checkpoint: Path, features: Path, jobs_dir: Path, log: Path, *extra: str, port: int | None = None
+) -> tuple[Proc, str]:
     port = port or free_port()
-    argv = [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(checkpoint), "--features", str(features),
-            "--jobs-dir", str(jobs_dir), "--port", str(port), "--log-level", "warning", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--features",
+        str(features),
+        "--jobs-dir",
+        str(jobs_dir),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     proc = Proc(argv, log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -81,8 +96,9 @@ def upload(c: httpx.Client, slide: Path) -> httpx.Response:
         return c.post("/slides", files={"file": (slide.name, f, "image/tiff")})
 
 
-def wait_job(c: httpx.Client, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 300,
-             seen: list | None = None) -> dict:
+def wait_job(
+    c: httpx.Client, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 300, seen: list | None = None
+) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = c.get(f"/jobs/{job_id}").json()

@@ -52,8 +52,7 @@ def test_add_slide_in_the_browser(recipe_run, tmp_path):
                 if page.evaluate("document.querySelector('#add-slide').dataset.state") == "done":
                     break
                 page.wait_for_timeout(100)
-            page.wait_for_function("document.getElementById('slide-select').value === 'browser_case'",
-                                   timeout=60_000)
+            page.wait_for_function("document.getElementById('slide-select').value === 'browser_case'", timeout=60_000)
             page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
             assert page.evaluate("document.getElementById('add-slide-progress').value") == 1
             assert any("browser_case:" in s for s in seen), seen

@@ -14,8 +14,22 @@ from server_helpers import Proc, client, free_port, start_server, wait_job
 
 def _redis(binary: str, tmp_path) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(tmp_path)], tmp_path / "redis.log")
+    proc = Proc(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        tmp_path / "redis.log",
+    )
     import redis
 
     conn = redis.Redis(port=port)
@@ -34,12 +48,22 @@ def test_two_workers_on_redis(recipe_run, redis_server_bin, tmp_path):
     for i in range(4):
         make_slide(imports / f"r{i}.tif", seed=60 + i, width=2048, height=1536)
     redis_proc, url = _redis(redis_server_bin, tmp_path)
-    workers = [Proc([sys.executable, "-m", "acmil", "worker", "--queue", url], tmp_path / f"worker{i}.log")
-               for i in range(2)]
+    workers = [
+        Proc([sys.executable, "-m", "acmil", "worker", "--queue", url], tmp_path / f"worker{i}.log") for i in range(2)
+    ]
     server = None
     try:
-        server, base = start_server(recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log",
-                                    "--queue", url, "--no-embedded-worker", "--import-dir", str(imports))
+        server, base = start_server(
+            recipe_run["checkpoint"],
+            features,
+            tmp_path / "jobs",
+            tmp_path / "server.log",
+            "--queue",
+            url,
+            "--no-embedded-worker",
+            "--import-dir",
+            str(imports),
+        )
         c = client(base)
         ids = [c.post("/slides", json={"path": f"r{i}.tif"}).json()["job_id"] for i in range(4)]
         done = [wait_job(c, job_id, timeout=400) for job_id in ids]
@@ -60,8 +84,9 @@ def test_watch_folder_queues_new_slides_once_complete(recipe_run, tmp_path):
     features, watch = tmp_path / "features", tmp_path / "scanner"
     features.mkdir()
     watch.mkdir()
-    server, base = start_server(recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log",
-                                "--watch", str(watch))
+    server, base = start_server(
+        recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log", "--watch", str(watch)
+    )
     try:
         c = client(base)
         slide = make_slide(tmp_path / "made" / "scan01.tif", seed=71)
@@ -69,7 +94,7 @@ def test_watch_folder_queues_new_slides_once_complete(recipe_run, tmp_path):
         target = watch / "scan01.tif"
         with target.open("wb") as f:  # written slowly, as a scanner does: not queued while it grows
             for k in range(0, len(data), len(data) // 4 + 1):
-                f.write(data[k:k + len(data) // 4 + 1])
+                f.write(data[k : k + len(data) // 4 + 1])
                 f.flush()
                 time.sleep(0.6)
                 assert c.get("/jobs").json() == []

@@ -13,8 +13,9 @@ from server_helpers import client, start_server, upload, wait_job
 def test_upload_to_prediction_end_to_end(recipe_run, tmp_path):
     features = tmp_path / "features"
     features.mkdir()
-    server, base = start_server(recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log",
-                                "--max-jobs-per-client", "3")
+    server, base = start_server(
+        recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log", "--max-jobs-per-client", "3"
+    )
     try:
         c = client(base)
         assert httpx.post(base + "/api/v1/slides", content=b"x").status_code == 401  # the key covers the routes
@@ -46,8 +47,12 @@ def test_upload_to_prediction_end_to_end(recipe_run, tmp_path):
         # after done, the same upload answers 200 with the finished job
         again = upload(c, slide)
         assert again.status_code == 200 and again.json()["state"] == "done"
-        raw = c.post("/slides", params={"filename": "other name.tif"}, content=slide.read_bytes(),
-                     headers={"Content-Type": "application/octet-stream"})  # streamed body, same content
+        raw = c.post(
+            "/slides",
+            params={"filename": "other name.tif"},
+            content=slide.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )  # streamed body, same content
         assert raw.status_code == 200 and raw.json()["job_id"] == job_id
         assert c.post("/slides", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
         assert [j["job_id"] for j in c.get("/jobs").json()] == [job_id]
@@ -69,8 +74,16 @@ def test_cancel_limits_and_import_folder(recipe_run, tmp_path):
     features.mkdir()
     for i in range(3):
         make_slide(imports / f"s{i}.tif", seed=40 + i, width=2048, height=1536)
-    server, base = start_server(recipe_run["checkpoint"], features, tmp_path / "jobs", tmp_path / "server.log",
-                                "--import-dir", str(imports), "--max-jobs-per-client", "2")
+    server, base = start_server(
+        recipe_run["checkpoint"],
+        features,
+        tmp_path / "jobs",
+        tmp_path / "server.log",
+        "--import-dir",
+        str(imports),
+        "--max-jobs-per-client",
+        "2",
+    )
     try:
         c = client(base)
         assert c.post("/slides", json={"path": "../features"}).status_code == 403

@@ -36,4 +36,5 @@ def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "encoding" not in err and second < first
     assert [r["prob_tumour"] for r in csv.DictReader((out / "predictions.csv").open())] == [
-        r["prob_tumour"] for r in rows]
+        r["prob_tumour"] for r in rows
+    ]

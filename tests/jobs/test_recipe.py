@@ -51,12 +51,17 @@ def _reference_state(d_feat: int) -> dict:
     import torch
 
     inner, attn, m, c = 16, 8, 2, 2
-    sd = {"dimreduction.fc1.weight": torch.randn(inner, d_feat),
-          "attention.attention_V.0.weight": torch.randn(attn, inner), "attention.attention_V.0.bias": torch.zeros(attn),
-          "attention.attention_U.0.weight": torch.randn(attn, inner), "attention.attention_U.0.bias": torch.zeros(attn),
-          "attention.attention_weights.weight": torch.randn(m, attn),
-          "attention.attention_weights.bias": torch.zeros(m),
-          "Slide_classifier.fc.weight": torch.randn(c, inner), "Slide_classifier.fc.bias": torch.zeros(c)}
+    sd = {
+        "dimreduction.fc1.weight": torch.randn(inner, d_feat),
+        "attention.attention_V.0.weight": torch.randn(attn, inner),
+        "attention.attention_V.0.bias": torch.zeros(attn),
+        "attention.attention_U.0.weight": torch.randn(attn, inner),
+        "attention.attention_U.0.bias": torch.zeros(attn),
+        "attention.attention_weights.weight": torch.randn(m, attn),
+        "attention.attention_weights.bias": torch.zeros(m),
+        "Slide_classifier.fc.weight": torch.randn(c, inner),
+        "Slide_classifier.fc.bias": torch.zeros(c),
+    }
     for i in range(m):
         sd[f"classifier.{i}.fc.weight"], sd[f"classifier.{i}.fc.bias"] = torch.randn(c, inner), torch.zeros(c)
     return sd
@@ -69,13 +74,35 @@ def test_import_checkpoint_recipe_from(recipe_run, tmp_path, capsys):
     from acmil.cli import main
 
     torch.save({"model": _reference_state(512)}, tmp_path / "ref.pth")
-    assert main(["import-checkpoint", str(tmp_path / "ref.pth"), "--out", str(tmp_path / "imp.ckpt"),
-                 "--recipe-from", str(recipe_run["h5"])]) == 0
+    assert (
+        main(
+            [
+                "import-checkpoint",
+                str(tmp_path / "ref.pth"),
+                "--out",
+                str(tmp_path / "imp.ckpt"),
+                "--recipe-from",
+                str(recipe_run["h5"]),
+            ]
+        )
+        == 0
+    )
     card = load_model(tmp_path / "imp.ckpt").card
     assert card.encoder == recipe_run["recipe"]
     torch.save({"model": _reference_state(48)}, tmp_path / "ref48.pth")  # features of another width: refused
-    assert main(["import-checkpoint", str(tmp_path / "ref48.pth"), "--out", str(tmp_path / "x.ckpt"),
-                 "--recipe-from", str(recipe_run["h5"])]) == 1
+    assert (
+        main(
+            [
+                "import-checkpoint",
+                str(tmp_path / "ref48.pth"),
+                "--out",
+                str(tmp_path / "x.ckpt"),
+                "--recipe-from",
+                str(recipe_run["h5"]),
+            ]
+        )
+        == 1
+    )
     assert "512-d but the model takes 48-d" in capsys.readouterr().err
 
 
@@ -87,8 +114,9 @@ def test_preprocess_slide_matches_acmil_preprocess(recipe_run, tmp_path):
     from acmil.preprocessing.api import preprocess_slide
 
     stages = []
-    path = preprocess_slide(recipe_run["slide"], recipe_run["recipe"], tmp_path / "out",
-                            progress=lambda s, k, n: stages.append((s, k, n)))
+    path = preprocess_slide(
+        recipe_run["slide"], recipe_run["recipe"], tmp_path / "out", progress=lambda s, k, n: stages.append((s, k, n))
+    )
     a, b = read_features(path), read_features(recipe_run["h5"])
     np.testing.assert_array_equal(a.coords, b.coords)
     np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)

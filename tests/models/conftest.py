@@ -31,8 +31,9 @@ def save_like_reference(path: Path, state_dict: dict, epoch: int, **config) -> P
         optimizer = torch.optim.AdamW(params, lr=1e-4)
         params[0].sum().backward()
         optimizer.step()
-        torch.save({"model": state_dict, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "config": Struct(**config)}, path)
+        torch.save(
+            {"model": state_dict, "optimizer": optimizer.state_dict(), "epoch": epoch, "config": Struct(**config)}, path
+        )
     finally:
         for name, module in saved.items():
             if module is None:
@@ -50,9 +51,21 @@ def _save_like_reference_fixture():
 
 # The config the reference's Step3_WSI_classification_ACMIL.py pickles: its YAML plus argparse values.
 REFERENCE_CONFIG = {
-    "train_epoch": 50, "B": 1, "warmup_epoch": 0, "wd": 1e-5, "lr": 1e-4, "min_lr": 0, "dataset": "camelyon",
-    "data_dir": "/data/CAMELYON16/roi_feats", "n_worker": 8, "pin_memory": False, "n_shot": -1,
-    "config": "config/camelyon_medical_ssl_config.yml", "eval_only": False, "seed": 1, "wandb_mode": "disabled",
+    "train_epoch": 50,
+    "B": 1,
+    "warmup_epoch": 0,
+    "wd": 1e-5,
+    "lr": 1e-4,
+    "min_lr": 0,
+    "dataset": "camelyon",
+    "data_dir": "/data/CAMELYON16/roi_feats",
+    "n_worker": 8,
+    "pin_memory": False,
+    "n_shot": -1,
+    "config": "config/camelyon_medical_ssl_config.yml",
+    "eval_only": False,
+    "seed": 1,
+    "wandb_mode": "disabled",
     "pretrain": "medical_ssl",
 }
 

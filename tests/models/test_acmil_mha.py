@@ -60,7 +60,7 @@ class PublishedMHA(nn.Module):
     def _pool(block: nn.Module, weights: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         c = h.shape[1] // HEADS
         v = block.v_proj(h)  # (N, H)
-        parts = [weights[k] @ v[:, k * c:(k + 1) * c] for k in range(HEADS)]  # 8 x (c,)
+        parts = [weights[k] @ v[:, k * c : (k + 1) * c] for k in range(HEADS)]  # 8 x (c,)
         return block.layer_norm(block.out_proj(torch.cat(parts)))
 
     def forward(self, x: torch.Tensor, masked: torch.Tensor | None = None):
@@ -73,7 +73,7 @@ class PublishedMHA(nn.Module):
             q, k = block.q_proj(self.q[0, m]), block.k_proj(h)
             per_head = []
             for j in range(HEADS):
-                s = k[:, j * c:(j + 1) * c] @ q[j * c:(j + 1) * c] / math.sqrt(c)  # (N,)
+                s = k[:, j * c : (j + 1) * c] @ q[j * c : (j + 1) * c] / math.sqrt(c)  # (N,)
                 if masked is not None:
                     s = s.masked_fill(masked[m, j], -1e9)
                 per_head.append(torch.softmax(s, dim=0))
@@ -161,9 +161,7 @@ def test_diversity_is_per_head_like_the_reference():
     model = create_model("acmil_mha", 24, 2, n_branches=3, hidden_dim=16).eval()
     out = model(torch.randn(1, 30, 24))
     att = out.head_attention[0]  # (M, K, N)
-    expected = sum(
-        F.cosine_similarity(att[i], att[j], dim=-1).mean() for i in range(3) for j in range(i + 1, 3)
-    ) / 3
+    expected = sum(F.cosine_similarity(att[i], att[j], dim=-1).mean() for i in range(3) for j in range(i + 1, 3)) / 3
     terms = model.compute_loss(out, torch.tensor([1]))
     torch.testing.assert_close(terms["diversity"], expected)
     torch.testing.assert_close(terms["loss"], terms["branch_ce"] + terms["slide_ce"] + terms["diversity"])
@@ -180,8 +178,16 @@ def test_reference_mha_checkpoint_imports_serves_and_keeps_its_recipe(tmp_path, 
 
     ref = _reference(6)
     ref_file = save_like_reference(
-        tmp_path / "checkpoint-best.pth", {f"module.{k}": v for k, v in ref.state_dict().items()}, 12,
-        **reference_config, n_class=3, n_token=5, n_masked_patch=10, mask_drop=0.6, arch="mha", D_feat=48,
+        tmp_path / "checkpoint-best.pth",
+        {f"module.{k}": v for k, v in ref.state_dict().items()},
+        12,
+        **reference_config,
+        n_class=3,
+        n_token=5,
+        n_masked_patch=10,
+        mask_drop=0.6,
+        arch="mha",
+        D_feat=48,
         D_inner=32,
     )
     out = tmp_path / "mha.ckpt"
@@ -216,15 +222,35 @@ def test_an_mha_checkpoint_is_served_and_drawn_like_the_gated_one(tmp_path):
     features = tmp_path / "features"
     features.mkdir()
     coords = np.array([[x * 256, y * 256] for y in range(4) for x in range(6)], np.int64)
-    write_features(features / "s1.h5", np.random.default_rng(0).normal(size=(24, 32)).astype(np.float32), coords,
-                   coord_attrs={"patch_size_level0": 256, "level0_width": 1536, "level0_height": 1024})
+    write_features(
+        features / "s1.h5",
+        np.random.default_rng(0).normal(size=(24, 32)).astype(np.float32),
+        coords,
+        coord_attrs={"patch_size_level0": 256, "level0_width": 1536, "level0_height": 1024},
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(ckpt), "--features", str(features),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "acmil",
+            "serve",
+            "--checkpoint",
+            str(ckpt),
+            "--features",
+            str(features),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:

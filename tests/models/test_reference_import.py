@@ -94,8 +94,17 @@ def test_a_checkpoint_saved_by_the_reference_script_imports_without_its_code(
     and the epoch come from it."""
     ref = _reference(4)
     ref_file = save_like_reference(
-        tmp_path / "checkpoint-last.pth", ref.state_dict(), 37,
-        **reference_config, n_class=3, n_token=5, n_masked_patch=8, mask_drop=0.5, arch="ga", D_feat=48, D_inner=24,
+        tmp_path / "checkpoint-last.pth",
+        ref.state_dict(),
+        37,
+        **reference_config,
+        n_class=3,
+        n_token=5,
+        n_masked_patch=8,
+        mask_drop=0.5,
+        arch="ga",
+        D_feat=48,
+        D_inner=24,
     )
     out = tmp_path / "model.ckpt"
     assert cli_main(["import-checkpoint", str(ref_file), "--out", str(out)]) == 0

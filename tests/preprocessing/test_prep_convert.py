@@ -102,8 +102,15 @@ def test_pt_without_coords_is_a_clear_error(tmp_path, capsys):
 # --- Golden files built from the facts of each tool's code (no files copied from elsewhere) -------------------
 
 
-def _clam_run(root: Path, slides: dict, patch_size: int = 256, step: int = 256, level: int = 0,
-              downsample: tuple[float, float] = (1.0, 1.0), level_dim: tuple[int, int] = (4096, 3072)) -> Path:
+def _clam_run(
+    root: Path,
+    slides: dict,
+    patch_size: int = 256,
+    step: int = 256,
+    level: int = 0,
+    downsample: tuple[float, float] = (1.0, 1.0),
+    level_dim: tuple[int, int] = (4096, 3072),
+) -> Path:
     """CLAM's create_patches_fp.py + extract_features_fp.py output: ``root/patches`` and ``root/feats``."""
     (root / "patches").mkdir(parents=True)
     for sub in ("h5_files", "pt_files"):
@@ -114,11 +121,17 @@ def _clam_run(root: Path, slides: dict, patch_size: int = 256, step: int = 256, 
         coords = np.array([[(i % 5) * step0, (i // 5) * step0] for i in range(n)], np.int64)
         with h5py.File(root / "patches" / f"{name}.h5", "w") as h5:
             ds = h5.create_dataset("coords", data=coords)
-            ds.attrs.update({
-                "patch_size": patch_size, "patch_level": level, "downsample": np.array(downsample),
-                "downsampled_level_dim": np.array(level_dim), "level_dim": np.array(level_dim),
-                "name": name, "save_path": str(root / "patches"),
-            })
+            ds.attrs.update(
+                {
+                    "patch_size": patch_size,
+                    "patch_level": level,
+                    "downsample": np.array(downsample),
+                    "downsampled_level_dim": np.array(level_dim),
+                    "level_dim": np.array(level_dim),
+                    "name": name,
+                    "save_path": str(root / "patches"),
+                }
+            )
         with h5py.File(root / "feats" / "h5_files" / f"{name}.h5", "w") as h5:
             h5["features"], h5["coords"] = feats.astype(np.float32), coords.astype(np.int32)
         torch.save(torch.from_numpy(feats.astype(np.float32)), root / "feats" / "pt_files" / f"{name}.pt")
@@ -133,11 +146,19 @@ def _trident_file(path: Path, feats: np.ndarray, encoder: str = "conch_v15", pat
         ds = h5.create_dataset("features", data=feats.astype(np.float32))
         ds.attrs.update({"encoder": encoder, "name": path.stem, "savetodir": str(path.parent)})
         cs = h5.create_dataset("coords", data=coords)
-        cs.attrs.update({
-            "patch_size": 256, "patch_size_level0": patch, "level0_magnification": 40, "target_magnification": 20,
-            "overlap": 0, "name": path.stem, "savetodir": str(path.parent), "level0_width": 4 * patch,
-            "level0_height": 3 * patch,
-        })
+        cs.attrs.update(
+            {
+                "patch_size": 256,
+                "patch_size_level0": patch,
+                "level0_magnification": 40,
+                "target_magnification": 20,
+                "overlap": 0,
+                "name": path.stem,
+                "savetodir": str(path.parent),
+                "level0_width": 4 * patch,
+                "level0_height": 3 * patch,
+            }
+        )
     return path
 
 
@@ -162,8 +183,10 @@ def test_clam_overlapping_patches_take_the_patch_size_from_the_patch_file(tmp_pa
     """Defect 6: ``--step_size 128 --patch_size 256`` is a 256 px patch (the grid says 128)."""
     run = _clam_run(tmp_path / "clam", {"s1": _feats(9)}, patch_size=256, step=128)
     out = tmp_path / "out"
-    assert acmil_main(["convert", str(run / "feats" / "h5_files"), "--coords", str(run / "patches"),
-                       "--out", str(out)]) == 0
+    assert (
+        acmil_main(["convert", str(run / "feats" / "h5_files"), "--coords", str(run / "patches"), "--out", str(out)])
+        == 0
+    )
     assert read_features(out / "s1.h5").coord_attrs["patch_size_level0"] == 256
     capsys.readouterr()
     # without the patch file the grid is the last resort, and the user is told
@@ -233,9 +256,13 @@ def test_export_to_trident_and_clam_reads_back_with_their_layout(tmp_path, capsy
     coords = np.array([[(i % 3) * 448, (i // 3) * 448] for i in range(6)], np.int64)
     from acmil.features import write_features
 
-    write_features(ours / "s1.h5", _feats(6), coords,
-                   {"slide_id": "s1", "encoder": "resnet50_trunc", "mpp_level0": 0.25, "mpp_target": 0.5},
-                   {"patch_size": 224, "patch_size_level0": 448, "level0_width": 2000, "level0_height": 1500})
+    write_features(
+        ours / "s1.h5",
+        _feats(6),
+        coords,
+        {"slide_id": "s1", "encoder": "resnet50_trunc", "mpp_level0": 0.25, "mpp_target": 0.5},
+        {"patch_size": 224, "patch_size_level0": 448, "level0_width": 2000, "level0_height": 1500},
+    )
     out = tmp_path / layout
     assert acmil_main(["convert", str(ours), "--to", layout, "--out", str(out)]) == 0
     back = tmp_path / "back"
@@ -244,11 +271,23 @@ def test_export_to_trident_and_clam_reads_back_with_their_layout(tmp_path, capsy
             assert h5["features"].dtype == np.float32 and h5["features"].attrs["encoder"] == "resnet50_trunc"
             assert set(h5["features"].attrs) == {"encoder", "name", "savetodir"}
             assert h5["coords"].dtype == np.int64 and set(h5["coords"].attrs) == {
-                "patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap",
-                "name", "savetodir", "level0_width", "level0_height"}
+                "patch_size",
+                "patch_size_level0",
+                "level0_magnification",
+                "target_magnification",
+                "overlap",
+                "name",
+                "savetodir",
+                "level0_width",
+                "level0_height",
+            }
             ca = dict(h5["coords"].attrs)
-            assert (ca["patch_size"], ca["patch_size_level0"], ca["level0_magnification"],
-                    ca["target_magnification"]) == (224, 448, 40, 20)
+            assert (
+                ca["patch_size"],
+                ca["patch_size_level0"],
+                ca["level0_magnification"],
+                ca["target_magnification"],
+            ) == (224, 448, 40, 20)
         assert acmil_main(["convert", str(out), "--out", str(back)]) == 0
     else:
         with h5py.File(out / "h5_files" / "s1.h5", "r") as h5:

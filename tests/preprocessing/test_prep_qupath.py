@@ -45,9 +45,12 @@ def _square(x0: float, y0: float, x1: float, y1: float) -> list:
 
 def _qupath_feature(ring: list, name: str, color: list[int]) -> dict:
     """An annotation as QuPath 0.4+ exports it (File > Export objects as GeoJSON)."""
-    return {"type": "Feature", "id": "0b8e4a4e-3c1a-4c1e-9a35-1f4c2b7d9e01",
-            "geometry": {"type": "Polygon", "coordinates": ring},
-            "properties": {"objectType": "annotation", "classification": {"name": name, "color": color}}}
+    return {
+        "type": "Feature",
+        "id": "0b8e4a4e-3c1a-4c1e-9a35-1f4c2b7d9e01",
+        "geometry": {"type": "Polygon", "coordinates": ring},
+        "properties": {"objectType": "annotation", "classification": {"name": name, "color": color}},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +97,32 @@ def test_roi_and_excluded_classes_choose_the_tiles_and_are_recorded(ring_slides,
     for sid in ("ring_a", "ring_b", "ring_c"):
         (slides / f"{sid}.tif").symlink_to(ring_slides / f"{sid}.tif")
     tumour, pen = _square(0, 0, 1024, SIZE), _square(300, 900, 420, 1000)  # left half; a pen mark in it
-    collection = {"type": "FeatureCollection", "features": [
-        _qupath_feature(tumour, "Tumor", [200, 0, 0]), _qupath_feature(pen, "Pen", [0, 0, 0]),
-        _qupath_feature(_square(1500, 1500, 1600, 1600), "Stroma", [150, 200, 150]),
-        _qupath_feature([[[1500, 100], [1600, 200], [1600, 100], [1500, 200], [1500, 100]]], "Artifact", [0, 0, 0])]}
+    collection = {
+        "type": "FeatureCollection",
+        "features": [
+            _qupath_feature(tumour, "Tumor", [200, 0, 0]),
+            _qupath_feature(pen, "Pen", [0, 0, 0]),
+            _qupath_feature(_square(1500, 1500, 1600, 1600), "Stroma", [150, 200, 150]),
+            _qupath_feature([[[1500, 100], [1600, 200], [1600, 100], [1500, 200], [1500, 100]]], "Artifact", [0, 0, 0]),
+        ],
+    }
     (notes / "ring_a.geojson").write_text(json.dumps(collection))
     (notes / "ring_b.geojson").write_text("{ this is not json")  # ring_c has no file at all
     out = tmp_path / "out"
-    argv = ["preprocess", "--slides", str(slides), "--out", str(out), *_args(fast_args),
-            "--annotations", str(notes), "--roi-classes", "tumor", "--exclude-classes", "Pen,Artifact"]
+    argv = [
+        "preprocess",
+        "--slides",
+        str(slides),
+        "--out",
+        str(out),
+        *_args(fast_args),
+        "--annotations",
+        str(notes),
+        "--roi-classes",
+        "tumor",
+        "--exclude-classes",
+        "Pen,Artifact",
+    ]
     assert acmil_main(argv) == 1  # two slides failed, the batch went on
     rows = _manifest(out)
     assert rows["ring_a"]["status"] == "ok"
@@ -141,8 +161,7 @@ def test_roi_and_excluded_classes_choose_the_tiles_and_are_recorded(ring_slides,
     assert again.n_patches == feats.n_patches + record["n_excluded"]
 
 
-def test_exclusion_only_tiles_slides_without_a_file_and_options_are_checked(ring_slides, tmp_path, fast_args,
-                                                                            capsys):
+def test_exclusion_only_tiles_slides_without_a_file_and_options_are_checked(ring_slides, tmp_path, fast_args, capsys):
     slides, notes = tmp_path / "in", tmp_path / "annotations"
     slides.mkdir()
     notes.mkdir()

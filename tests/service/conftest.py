@@ -74,8 +74,9 @@ def make_settings(service_data):
 @pytest.fixture(scope="session")
 def client(make_settings):
     """A TestClient of the app with default settings (no API key), lifespan run once per session."""
-    from acmil.service.main import create_app
     from fastapi.testclient import TestClient
+
+    from acmil.service.main import create_app
 
     with TestClient(create_app(make_settings())) as test_client:
         yield test_client
@@ -87,7 +88,6 @@ def scratch_features(service_data, tmp_path) -> Path:
     target = tmp_path / "features"
     shutil.copytree(service_data["features"], target, symlinks=True)
     return target
-
 
 
 def _free_port() -> int:
@@ -111,9 +111,24 @@ def live_server(service_data):
     env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
     log = service_data["root"] / f"server-{port}.log"
     command = [
-        sys.executable, "-m", "acmil", "serve", "--checkpoint", str(service_data["checkpoint"]),
-        "--features", str(service_data["features"]), "--slides", str(service_data["slides"]),
-        "--host", "127.0.0.1", "--port", str(port), "--api-key-env", "ACMIL_TEST_KEY", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(service_data["checkpoint"]),
+        "--features",
+        str(service_data["features"]),
+        "--slides",
+        str(service_data["slides"]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key-env",
+        "ACMIL_TEST_KEY",
+        "--log-level",
+        "warning",
     ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from acmil.models import ACMIL
-
 from plain_training import fit_bags
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
+from acmil.models import ACMIL
 
 DIM = 32
 PATCH = 224
 CLASSES = ["normal", "tumour"]
 # The same folder as tests/conftest.py's shared_slides fixture (ACMIL_TEST_SLIDES overrides it).
-SHARED = Path(os.environ.get("ACMIL_TEST_SLIDES")
-              or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides")
+SHARED = Path(
+    os.environ.get("ACMIL_TEST_SLIDES") or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides"
+)
 CMU = "CMU-1-Small-Region"
 LIVE_KEY = "live-test-key"  # the API key of the live_server fixture
 
@@ -55,8 +55,14 @@ def train_checkpoint(path: Path, seed: int = 0) -> Path:
         in_dim=DIM,
         class_names=CLASSES,
         encoder={"encoder": "synthetic", "mpp_target": 0.5, "patch_size": PATCH},
-        extra={"training_cohort": {"n_slides": 40, "classes": {"normal": 20, "tumour": 20}, "encoder": "synthetic",
-                                   "description": "synthetic feature bags of the service tests"}},
+        extra={
+            "training_cohort": {
+                "n_slides": 40,
+                "classes": {"normal": 20, "tumour": 20},
+                "encoder": "synthetic",
+                "description": "synthetic feature bags of the service tests",
+            }
+        },
     )
     return save_model(path, model.eval(), card)
 
@@ -79,7 +85,7 @@ def cmu_tissue_coords(slide_path: Path) -> np.ndarray:
     coords = []
     for y in range(0, h - PATCH + 1, PATCH):
         for x in range(0, w - PATCH + 1, PATCH):
-            cell = thumb[y // 8:(y + PATCH) // 8, x // 8:(x + PATCH) // 8]
+            cell = thumb[y // 8 : (y + PATCH) // 8, x // 8 : (x + PATCH) // 8]
             if (cell < 210).mean() > 0.25:
                 coords.append((x, y))
     return np.asarray(coords, dtype=np.int64)

@@ -155,7 +155,7 @@ def test_deepzoom_overlay_tile_content_and_bounds():
     assert top.size == (256, 256) and np.asarray(top)[..., 3].min() > 0
     far = np.asarray(dz.get_tile(dz.level_count - 1, 3, 2))  # (768.., 512..): no tile there
     assert far.shape[:2] == (600 - 512, 1000 - 768) and far[..., 3].max() == 0
-    assert "Width=\"1000\"" in dz.get_dzi()
+    assert 'Width="1000"' in dz.get_dzi()
     with pytest.raises(ValueError, match="invalid address"):
         dz.get_tile(dz.level_count - 1, 9, 9)
 

@@ -48,9 +48,10 @@ def test_prediction_finds_the_planted_tiles(client, service_data):
 
 
 def test_second_view_is_cached_and_a_rewritten_file_is_not(client, make_settings, scratch_features):
-    from acmil.service.main import create_app
     from fastapi.testclient import TestClient
     from service_helpers import write_slide
+
+    from acmil.service.main import create_app
 
     with TestClient(create_app(make_settings(features_dir=scratch_features))) as private:
         first = private.get(f"{API}/slides/synthetic_neg/prediction").json()
@@ -75,9 +76,10 @@ def test_attention_json_mean_and_branch(client):
 
 
 def test_heatmap_png_on_blank_canvas_with_options(client):
-    r = client.get(f"{API}/slides/synthetic_pos/heatmap.png",
-                   params={"max_size": 300, "colormap": "viridis", "alpha": 1.0, "normalisation": "minmax",
-                           "smoothing": 0})  # the default smooths (acmil.heatmap.DEFAULT_SMOOTHING)
+    r = client.get(
+        f"{API}/slides/synthetic_pos/heatmap.png",
+        params={"max_size": 300, "colormap": "viridis", "alpha": 1.0, "normalisation": "minmax", "smoothing": 0},
+    )  # the default smooths (acmil.heatmap.DEFAULT_SMOOTHING)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     image = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
     assert image.shape == (200, 300, 3)  # 12x8 tiles of 224 px, longest side 300
@@ -136,17 +138,26 @@ def test_colormap_legend(client):
 
 def test_openapi_documents_the_routes(client):
     paths = client.get(f"{API}/openapi.json").json()["paths"]
-    for path in ["/api/v1/health", "/api/v1/model", "/api/v1/slides", "/api/v1/slides/{slide_id}",
-                 "/api/v1/slides/{slide_id}/prediction", "/api/v1/slides/{slide_id}/attention",
-                 "/api/v1/slides/{slide_id}/heatmap.png", "/api/v1/predict", "/api/v1/slides/{slide_id}/slide.dzi"]:
+    for path in [
+        "/api/v1/health",
+        "/api/v1/model",
+        "/api/v1/slides",
+        "/api/v1/slides/{slide_id}",
+        "/api/v1/slides/{slide_id}/prediction",
+        "/api/v1/slides/{slide_id}/attention",
+        "/api/v1/slides/{slide_id}/heatmap.png",
+        "/api/v1/predict",
+        "/api/v1/slides/{slide_id}/slide.dzi",
+    ]:
         assert path in paths, path
 
 
 def test_precompute_fills_the_cache_in_the_background(make_settings, scratch_features):
     import time
 
-    from acmil.service.main import create_app
     from fastapi.testclient import TestClient
+
+    from acmil.service.main import create_app
 
     with TestClient(create_app(make_settings(features_dir=scratch_features, precompute=True))) as warm:
         deadline = time.monotonic() + 30

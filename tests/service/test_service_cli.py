@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from acmil.service.cli import build_parser, settings_from_args
-
 from acmil.cli import main as acmil_main
+from acmil.service.cli import build_parser, settings_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,8 +37,11 @@ def test_api_key_comes_from_the_named_environment_variable(service_data, monkeyp
     else:
         raise AssertionError("an unset key variable must be an error, not an open server")
     monkeypatch.setenv("ACMIL_KEY_FOR_TEST", "abc")
-    settings = settings_from_args(build_parser().parse_args(
-        [*base, "--api-key-env", "ACMIL_KEY_FOR_TEST", "--cors-origin", "http://a", "--cors-origin", "http://b"]))
+    settings = settings_from_args(
+        build_parser().parse_args(
+            [*base, "--api-key-env", "ACMIL_KEY_FOR_TEST", "--cors-origin", "http://a", "--cors-origin", "http://b"]
+        )
+    )
     assert settings.api_key.get_secret_value() == "abc" and settings.cors_origins == ["http://a", "http://b"]
     monkeypatch.delenv("ACMIL_CORS_ORIGINS", raising=False)
     assert settings_from_args(build_parser().parse_args(base)).cors_origins == []  # CORS off by default
@@ -65,15 +67,17 @@ def test_only_the_serve_command_imports_the_service():
     assert offenders == []
     service_sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "service").rglob("*.py"))
     # slide jobs use the one preprocessing API (DESIGN.md), nothing else of preprocessing
-    assert not re.search(r"^\s*(from|import)\s+acmil\.(training|analysis|preprocessing(?!\.api\b))", service_sources,
-                         re.M)
+    assert not re.search(
+        r"^\s*(from|import)\s+acmil\.(training|analysis|preprocessing(?!\.api\b))", service_sources, re.M
+    )
 
 
 def test_a_cuda_device_without_cuda_is_a_clear_error(make_settings):
     import pytest
     import torch
-    from acmil.service.main import create_app
     from fastapi.testclient import TestClient
+
+    from acmil.service.main import create_app
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

@@ -34,10 +34,15 @@ def test_unicode_digits_in_tile_names_are_not_read_as_numbers(client, tile):
 def test_a_served_file_with_bad_geometry_fails_for_that_slide_only(make_settings, scratch_features):
     rng = np.random.default_rng(3)
     feats = make_bag(rng, False, 12)[0]
-    write_features(scratch_features / "bad_patch.h5", feats, grid_coords(12, 4),
-                   coord_attrs={"patch_size_level0": "abc"})
-    write_features(scratch_features / "bad_width.h5", feats, grid_coords(12, 4),
-                   coord_attrs={"patch_size_level0": 224, "level0_width": "x", "level0_height": 10})
+    write_features(
+        scratch_features / "bad_patch.h5", feats, grid_coords(12, 4), coord_attrs={"patch_size_level0": "abc"}
+    )
+    write_features(
+        scratch_features / "bad_width.h5",
+        feats,
+        grid_coords(12, 4),
+        coord_attrs={"patch_size_level0": 224, "level0_width": "x", "level0_height": 10},
+    )
     with h5py.File(scratch_features / "grouped.h5", "w") as h5:
         h5.create_group("features")
     with TestClient(create_app(make_settings(features_dir=scratch_features))) as client:
@@ -47,8 +52,14 @@ def test_a_served_file_with_bad_geometry_fails_for_that_slide_only(make_settings
         assert "'/features' is a group, not a dataset" in listed["grouped"]["error"]
         assert client.get(f"{API}/slides/grouped/prediction").status_code == 422
         for slide in ("bad_patch", "bad_width"):
-            for suffix in ("", "/prediction", "/attention", "/heatmap.png", "/attention.dzi",
-                           "/attention_files/9/0_0.png"):
+            for suffix in (
+                "",
+                "/prediction",
+                "/attention",
+                "/heatmap.png",
+                "/attention.dzi",
+                "/attention_files/9/0_0.png",
+            ):
                 response = client.get(f"{API}/slides/{slide}{suffix}")
                 assert response.status_code == 422, (slide, suffix, response.text)
                 assert "must be a number of pixels" in response.json()["detail"]
@@ -106,8 +117,15 @@ def test_api_key_in_the_query_is_redacted_in_log_records():
 
     from acmil.service.security import RedactKeyFilter
 
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5", "GET", "/?x=1&api_key=s3cret-key&y=2", "1.1", 303), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/?x=1&api_key=s3cret-key&y=2", "1.1", 303),
+        None,
+    )
     RedactKeyFilter().filter(record)
     assert "s3cret-key" not in record.getMessage() and "api_key=***&y=2" in record.getMessage()
 

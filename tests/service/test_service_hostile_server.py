@@ -39,8 +39,13 @@ def _checkpoint(path: Path) -> Path:
     from acmil.models import ACMIL
 
     torch.manual_seed(0)
-    card = ModelCard(arch="acmil", arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5}, in_dim=WIDTH,
-                     class_names=["normal", "tumour"], encoder={"encoder": "synthetic"})
+    card = ModelCard(
+        arch="acmil",
+        arch_args={"n_branches": 3, "top_k": 4, "mask_ratio": 0.5},
+        in_dim=WIDTH,
+        class_names=["normal", "tumour"],
+        encoder={"encoder": "synthetic"},
+    )
     return save_model(path, ACMIL(WIDTH, 2, n_branches=3, top_k=4, mask_ratio=0.5).eval(), card)
 
 
@@ -78,8 +83,22 @@ def hostile_server(tmp_path_factory):
         port = sock.getsockname()[1]
     env = {**os.environ, "ACMIL_TEST_KEY": KEY, "ACMIL_BODY_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S)}
     log = root / "server.log"
-    command = [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(checkpoint), "--features",
-               str(root / "features"), "--port", str(port), "--api-key-env", "ACMIL_TEST_KEY", "--log-level", "info"]
+    command = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--features",
+        str(root / "features"),
+        "--port",
+        str(port),
+        "--api-key-env",
+        "ACMIL_TEST_KEY",
+        "--log-level",
+        "info",
+    ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -121,8 +140,12 @@ def test_three_hostile_uploads_at_once_are_refused_within_the_memory_budget(host
     def send(name: str, path: Path) -> None:
         start = time.perf_counter()
         with path.open("rb") as handle:
-            reply = httpx.post(f"{hostile_server['base']}{API}/predict", files={"file": (path.name, handle)},
-                               headers={"X-API-Key": KEY}, timeout=120)
+            reply = httpx.post(
+                f"{hostile_server['base']}{API}/predict",
+                files={"file": (path.name, handle)},
+                headers={"X-API-Key": KEY},
+                timeout=120,
+            )
         results[name] = (reply.status_code, time.perf_counter() - start, reply.text)
 
     sampler = threading.Thread(target=sample)
@@ -150,9 +173,11 @@ def test_three_hostile_uploads_at_once_are_refused_within_the_memory_budget(host
 def _trickle(port: int, out: dict, key: int, seconds: float) -> None:
     """POST a multipart body one byte per second; record the status line and when it came."""
     body_length = 100_000
-    head = (f"POST {API}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
-            f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {body_length}\r\n\r\n"
-            '--xyz\r\nContent-Disposition: form-data; name="file"; filename="slow.h5"\r\n\r\n')
+    head = (
+        f"POST {API}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+        f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {body_length}\r\n\r\n"
+        '--xyz\r\nContent-Disposition: form-data; name="file"; filename="slow.h5"\r\n\r\n'
+    )
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
         sock.sendall(head.encode())

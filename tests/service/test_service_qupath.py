@@ -24,8 +24,12 @@ def _annotation(ring: list, name: str | None, color: list[int] | None = None) ->
     props: dict = {"objectType": "annotation"}
     if name:
         props["classification"] = {"name": name, "color": color or [200, 0, 0]}
-    return {"type": "Feature", "id": "a3c1f1de-2b44-4f9b-8f0e-5b1f7e3c2a10",
-            "geometry": {"type": "Polygon", "coordinates": ring}, "properties": props}
+    return {
+        "type": "Feature",
+        "id": "a3c1f1de-2b44-4f9b-8f0e-5b1f7e3c2a10",
+        "geometry": {"type": "Polygon", "coordinates": ring},
+        "properties": props,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,18 @@ def annotations_dir(tmp_path_factory):
     tumour = [[[0, 0], [1000, 0], [1000, 600], [0, 600], [0, 0]]]
     bowtie = [[[1200, 0], [1600, 400], [1600, 0], [1200, 400], [1200, 0]]]  # self-intersecting
     beyond = [[[2500, 1500], [3000, 1500], [3000, 2000], [2500, 2000], [2500, 1500]]]  # slide is 2688 x 1792
-    (folder / f"{POS}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        _annotation(tumour, "Tumor"), _annotation(bowtie, "Necrosis", [50, 50, 50]), _annotation(beyond, None)]}))
+    (folder / f"{POS}.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    _annotation(tumour, "Tumor"),
+                    _annotation(bowtie, "Necrosis", [50, 50, 50]),
+                    _annotation(beyond, None),
+                ],
+            }
+        )
+    )
     (folder / "synthetic_neg.geojson").write_bytes(b"\x89PNG\r\n\x1a\n not GeoJSON at all")
     (folder / "Biopsy 7 (ü).json").write_text(json.dumps([_annotation(tumour, "Stroma")]))  # a bare list
     return folder
@@ -77,8 +91,10 @@ def test_attention_geojson_is_the_feature_file_tiles_with_their_attention(client
 def test_attention_geojson_bad_requests(client):
     unicode_id = "Biopsy 7 (ü)"
     response = client.get(f"{API}/slides/{unicode_id}/attention.geojson")
-    assert response.status_code == 200 and "filename*=UTF-8''Biopsy%207%20%28%C3%BC%29" in \
-        response.headers["content-disposition"]
+    assert (
+        response.status_code == 200
+        and "filename*=UTF-8''Biopsy%207%20%28%C3%BC%29" in response.headers["content-disposition"]
+    )
     assert client.get(f"{API}/slides/nope/attention.geojson").status_code == 404
     broken = client.get(f"{API}/slides/broken/attention.geojson")
     assert broken.status_code == 422 and "broken.h5" in broken.json()["detail"]
@@ -122,9 +138,22 @@ def test_acmil_serve_annotations_flag_over_http(service_data, annotations_dir, t
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(service_data["checkpoint"]),
-               "--features", str(service_data["features"]), "--annotations", str(annotations_dir),
-               "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(service_data["checkpoint"]),
+        "--features",
+        str(service_data["features"]),
+        "--annotations",
+        str(annotations_dir),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     log = tmp_path / "server.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

@@ -20,8 +20,9 @@ OTHER = {"encoder": "vit_small_patch16_224", "mpp_target": 0.25}
 def _write(path, attrs):
     feats = make_bag(np.random.default_rng(5), True, 16)[0]
     coord_attrs = {"patch_size_level0": PATCH, "patch_size": PATCH}
-    return write_features(path, feats, grid_coords(16, 4), attrs={"slide_id": path.stem, **attrs},
-                          coord_attrs=coord_attrs)
+    return write_features(
+        path, feats, grid_coords(16, 4), attrs={"slide_id": path.stem, **attrs}, coord_attrs=coord_attrs
+    )
 
 
 def test_a_file_of_another_recipe_is_refused_naming_both_values(make_settings, scratch_features):

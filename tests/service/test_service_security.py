@@ -7,8 +7,9 @@ import io
 import h5py
 import numpy as np
 import pytest
-from acmil.service.main import create_app
 from fastapi.testclient import TestClient
+
+from acmil.service.main import create_app
 
 API = "/api/v1"
 
@@ -55,8 +56,18 @@ def keyed(make_settings):
         yield keyed_client
 
 
-@pytest.mark.parametrize("path", [f"{API}/health", f"{API}/slides", "/", "/static/viewer.js",
-                                  f"{API}/openapi.json", f"{API}/docs", f"{API}/slides/synthetic_pos/heatmap.png"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{API}/health",
+        f"{API}/slides",
+        "/",
+        "/static/viewer.js",
+        f"{API}/openapi.json",
+        f"{API}/docs",
+        f"{API}/slides/synthetic_pos/heatmap.png",
+    ],
+)
 def test_api_key_is_required_on_every_route(keyed, path):
     assert keyed.get(path).status_code == 401
     assert keyed.get(path, headers={"X-API-Key": "wrong"}).status_code == 401
@@ -134,10 +145,11 @@ def test_upload_size_limit_is_413(make_settings):
 
         def chunks():  # no Content-Length: the limit applies while streaming
             for start in range(0, len(big), 8192):
-                yield big[start:start + 8192]
+                yield big[start : start + 8192]
 
-        response = small.post(f"{API}/predict", content=chunks(),
-                              headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+        response = small.post(
+            f"{API}/predict", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+        )
         assert response.status_code == 413
         assert small.get(f"{API}/health").status_code == 200
 
@@ -146,9 +158,13 @@ def test_cors_is_off_by_default_and_configurable(client, make_settings):
     origin = {"Origin": "http://elsewhere.example"}
     assert "access-control-allow-origin" not in client.get(f"{API}/health", headers=origin).headers
     with TestClient(create_app(make_settings(cors_origins=["http://elsewhere.example"], api_key="k"))) as cors:
-        preflight = cors.options(f"{API}/health", headers={**origin, "Access-Control-Request-Method": "GET",
-                                                          "Access-Control-Request-Headers": "X-API-Key"})
+        preflight = cors.options(
+            f"{API}/health",
+            headers={**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-API-Key"},
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://elsewhere.example"
-        assert cors.get(f"{API}/health", headers={**origin, "X-API-Key": "k"}).headers[
-            "access-control-allow-origin"] == "http://elsewhere.example"
+        assert (
+            cors.get(f"{API}/health", headers={**origin, "X-API-Key": "k"}).headers["access-control-allow-origin"]
+            == "http://elsewhere.example"
+        )

@@ -19,8 +19,11 @@ DURATION_S = 4.0
 
 def _urls(base: str, with_image: bool) -> list[str]:
     urls = [
-        f"{API}/health", f"{API}/slides", f"{API}/model",
-        f"{API}/slides/synthetic_pos/prediction", f"{API}/slides/synthetic_neg/prediction",
+        f"{API}/health",
+        f"{API}/slides",
+        f"{API}/model",
+        f"{API}/slides/synthetic_pos/prediction",
+        f"{API}/slides/synthetic_neg/prediction",
         f"{API}/slides/synthetic_pos/attention?branch=1",
         f"{API}/slides/synthetic_neg/heatmap.png?max_size=256&colormap=viridis",
         f"{API}/slides/synthetic_pos/attention_files/12/1_1.png",
@@ -29,8 +32,10 @@ def _urls(base: str, with_image: bool) -> list[str]:
     if with_image:
         slide = "CMU-1-Small-Region"
         urls += [
-            f"{API}/slides/{slide}/slide_files/12/2_3.jpeg", f"{API}/slides/{slide}/slide_files/10/0_0.jpeg",
-            f"{API}/slides/{slide}/attention_files/12/2_3.png", f"{API}/slides/{slide}/crop.jpg?x=448&y=448&size=224",
+            f"{API}/slides/{slide}/slide_files/12/2_3.jpeg",
+            f"{API}/slides/{slide}/slide_files/10/0_0.jpeg",
+            f"{API}/slides/{slide}/attention_files/12/2_3.png",
+            f"{API}/slides/{slide}/crop.jpg?x=448&y=448&size=224",
             f"{API}/slides/{slide}/heatmap.png?max_size=384&alpha=0.4",
         ]
     return [base + u for u in urls]
@@ -77,8 +82,12 @@ def test_twenty_concurrent_clients_get_no_errors(live_server, service_data):
 
 def test_raw_traversal_paths_and_missing_key_on_the_real_server(live_server):
     host = urlparse(live_server)
-    for path in [f"{API}/slides/../../../etc/passwd/prediction", f"{API}/slides/..%2F..%2Fetc%2Fpasswd",
-                 "/static/../../pyproject.toml", "/vendor/openseadragon/../../../../pyproject.toml"]:
+    for path in [
+        f"{API}/slides/../../../etc/passwd/prediction",
+        f"{API}/slides/..%2F..%2Fetc%2Fpasswd",
+        "/static/../../pyproject.toml",
+        "/vendor/openseadragon/../../../../pyproject.toml",
+    ]:
         connection = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
         connection.request("GET", path, headers={"X-API-Key": LIVE_KEY})  # sent as-is, no normalisation
         response = connection.getresponse()

@@ -56,8 +56,9 @@ def test_overlay_tiles_line_up_with_slide_tiles(client, cmu):
     attention = client.get(f"{API}/slides/{CMU}/attention").json()
     coords = np.asarray(attention["coords"])
     covered = {(int(x), int(y)) for x, y in coords}
-    empty = next((x, y) for y in range(0, 2967 - PATCH, PATCH) for x in range(0, 2220 - PATCH, PATCH)
-                 if (x, y) not in covered)
+    empty = next(
+        (x, y) for y in range(0, 2967 - PATCH, PATCH) for x in range(0, 2220 - PATCH, PATCH) if (x, y) not in covered
+    )
     for (x, y), tissue in [(tuple(coords[0]), True), (empty, False)]:
         col, row = x // 254, y // 254
         tile = _image(client.get(f"{API}/slides/{CMU}/attention_files/{top}/{col}_{row}.png"))
@@ -82,8 +83,11 @@ def test_heatmap_over_the_thumbnail_keeps_the_background(client, cmu):
 def test_gallery_crop_is_the_slide_region(client, cmu):
     slide, _ = cmu
     tile = client.get(f"{API}/slides/{CMU}/prediction").json()["top_tiles"][0]
-    crop = _image(client.get(f"{API}/slides/{CMU}/crop.jpg",
-                             params={"x": tile["x"], "y": tile["y"], "size": tile["size"], "out": 112}))
+    crop = _image(
+        client.get(
+            f"{API}/slides/{CMU}/crop.jpg", params={"x": tile["x"], "y": tile["y"], "size": tile["size"], "out": 112}
+        )
+    )
     assert crop.shape == (112, 112, 3)
     region = slide.read_region((tile["x"], tile["y"]), 0, (tile["size"],) * 2).convert("RGB").resize((112, 112))
     assert np.abs(crop.astype(float) - np.asarray(region, dtype=float)).mean() < 8

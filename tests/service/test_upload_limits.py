@@ -59,10 +59,13 @@ def test_unwritten_dataset_declaring_gigabytes_is_refused_before_reading(tight):
     assert time.perf_counter() - start < 5
 
 
-@pytest.mark.parametrize("shape, chunks, expect", [
-    ((100, 10_000_000), (1, 1_000_000), "feature dim 10000000 does not match the model's in_dim 32"),
-    ((1, 10**12), (1, 1_000_000), "feature dim 1000000000000"),
-])
+@pytest.mark.parametrize(
+    "shape, chunks, expect",
+    [
+        ((100, 10_000_000), (1, 1_000_000), "feature dim 10000000 does not match the model's in_dim 32"),
+        ((1, 10**12), (1, 1_000_000), "feature dim 1000000000000"),
+    ],
+)
 def test_absurd_widths_are_refused_before_reading(client, shape, chunks, expect):
     def build(h5):
         h5.create_dataset("features", shape, "f4", chunks=chunks)
@@ -121,6 +124,7 @@ def _bad_utf8_slide_id(h5):
 def _coord_attr(name, value):
     def build(h5):
         good(h5).attrs[name] = value
+
     return build
 
 

@@ -15,8 +15,14 @@ from acmil.service.config import DEFAULT_ASSETS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 POS = "synthetic_pos"  # 2688 x 1792 level-0 px, no slide image
 SETTLED = """() => { const v = acmil.viewer.viewport;
     return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
@@ -24,9 +30,12 @@ SETTLED = """() => { const v = acmil.viewer.viewport;
 
 
 def _feature(ring: list, name: str, color: list[int]) -> dict:
-    return {"type": "Feature", "id": "0c6f9a57-7f38-4c1e-8d0e-2a4b6c8d0e1f",
-            "geometry": {"type": "Polygon", "coordinates": ring},
-            "properties": {"objectType": "annotation", "classification": {"name": name, "color": color}}}
+    return {
+        "type": "Feature",
+        "id": "0c6f9a57-7f38-4c1e-8d0e-2a4b6c8d0e1f",
+        "geometry": {"type": "Polygon", "coordinates": ring},
+        "properties": {"objectType": "annotation", "classification": {"name": name, "color": color}},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +48,38 @@ def server(service_data, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("viewer_annotations")
     tumour = [[[0, 0], [1000, 0], [1000, 600], [0, 600], [0, 0]]]
-    ring = [[[1400, 200], [2400, 200], [2400, 1200], [1400, 1200], [1400, 200]],
-            [[1700, 500], [2100, 500], [2100, 900], [1700, 900], [1700, 500]]]  # with a hole
-    (folder / f"{POS}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        _feature(tumour, "Tumor", [200, 0, 0]), _feature(ring, "Stroma", [0, 150, 0])]}))
+    ring = [
+        [[1400, 200], [2400, 200], [2400, 1200], [1400, 1200], [1400, 200]],
+        [[1700, 500], [2100, 500], [2100, 900], [1700, 900], [1700, 500]],
+    ]  # with a hole
+    (folder / f"{POS}.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [_feature(tumour, "Tumor", [200, 0, 0]), _feature(ring, "Stroma", [0, 150, 0])],
+            }
+        )
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = folder / "server.log"
-    command = [sys.executable, "-m", "acmil", "serve", "--checkpoint", str(service_data["checkpoint"]),
-               "--features", str(service_data["features"]), "--annotations", str(folder),
-               "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "serve",
+        "--checkpoint",
+        str(service_data["checkpoint"]),
+        "--features",
+        str(service_data["features"]),
+        "--annotations",
+        str(folder),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -103,8 +133,9 @@ def _close(got: dict, want: dict, tol: float = 2.5) -> bool:  # the stroke adds 
 
 
 def test_annotations_layer_lines_up_with_the_slide_and_can_be_hidden(page):
-    page.wait_for_function(f"acmil.state.slide === '{POS}' && document.body.dataset.annotations === '2'",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"acmil.state.slide === '{POS}' && document.body.dataset.annotations === '2'", timeout=60_000
+    )
     page.wait_for_function(SETTLED)
     paths = page.locator("#annotations-layer path")
     assert paths.count() == 2
@@ -133,8 +164,9 @@ def test_annotations_layer_lines_up_with_the_slide_and_can_be_hidden(page):
 
     # A slide without annotations: nothing drawn, the switch says so, and no error surfaces.
     page.select_option("#slide-select", "synthetic_neg")
-    page.wait_for_function("acmil.state.slide === 'synthetic_neg' && document.body.dataset.annotations === '0'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "acmil.state.slide === 'synthetic_neg' && document.body.dataset.annotations === '0'", timeout=60_000
+    )
     assert paths.count() == 0 and page.is_disabled("#annotations-toggle")
     assert page.inner_text("#annotations-info") == "none for this slide"
     assert page.problems == []  # no request for a file that does not exist

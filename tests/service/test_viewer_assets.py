@@ -78,11 +78,14 @@ def test_a_tampered_tarball_is_refused_and_the_viewer_says_so(no_checkout_assets
     assert vendor.status_code == 503 and "refused" in vendor.text and "Traceback" not in vendor.text
 
 
-@pytest.mark.parametrize("evil", [
-    _file("package/build/openseadragon/../../../../escaped.js"),
-    _file("/tmp/acmil-absolute-escape.js"),
-    (tarfile.TarInfo(MIN_JS), b""),  # made a symlink below
-])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        _file("package/build/openseadragon/../../../../escaped.js"),
+        _file("/tmp/acmil-absolute-escape.js"),
+        (tarfile.TarInfo(MIN_JS), b""),  # made a symlink below
+    ],
+)
 def test_unsafe_tarball_members_are_refused(evil, no_checkout_assets, monkeypatch, tmp_path):
     info, body = evil
     if info.name == MIN_JS:

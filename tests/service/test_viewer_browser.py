@@ -7,16 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from acmil.features import read_meta
-from acmil import viewer_assets as assets
 from PIL import Image
 from service_helpers import CMU, LIVE_KEY
+
+from acmil import viewer_assets as assets
+from acmil.features import read_meta
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 SETTLED = """() => { const v = acmil.viewer.viewport;  // the spring animation has come to rest
     return Math.abs(v.getZoom(true) - v.getZoom(false)) < 1e-9
         && v.getCenter(true).distanceTo(v.getCenter(false)) < 1e-9; }"""
@@ -86,8 +93,9 @@ def test_viewer_shows_slide_heatmap_prediction_and_gallery(page, service_data):
     gallery = page.locator("#gallery button")
     assert gallery.count() == min(DEFAULT_TOP_K, n_tiles) and n_tiles > 2
     if has_slide:
-        page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
-                               ".every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth)"
+        )
         assert page.locator("#scalebar").is_visible() and "µm" in page.inner_text("#scalebar-label")
         ARTIFACTS.mkdir(exist_ok=True)
         home = page.screenshot(path=str(ARTIFACTS / "viewer-cmu-home.png"))  # the first view of a real H&E slide
@@ -134,7 +142,8 @@ def test_viewer_without_a_slide_image_and_overlay_options(page):
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
     # The server sends the scaled score in grey; the page colours it (viridis here) and fades low scores.
     assert page.evaluate("acmil.state.overlayItem.source.getTileUrl(0, 0, 0)").endswith(
-        "branch=2&colormap=gray&normalisation=log&smoothing=0.5")
+        "branch=2&colormap=gray&normalisation=log&smoothing=0.5"
+    )
     assert page.inner_text("#branch-info").startswith("branch 2 alone says")
     page.select_option("#smooth-select", "0")
     page.wait_for_function(READY + " && acmil.viewer.world.getItemCount() === 1", timeout=30_000)
@@ -155,7 +164,7 @@ def _drawn_share(page) -> float:
         return {x: o.left + r.x, y: o.top + r.y, width: r.width, height: r.height}; }""")
     shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
     x0, y0 = int(box["x"]) + 2, int(box["y"]) + 2
-    region = shot[y0:int(box["y"] + box["height"]) - 2, x0:int(box["x"] + box["width"]) - 2]
+    region = shot[y0 : int(box["y"] + box["height"]) - 2, x0 : int(box["x"] + box["width"]) - 2]
     return float((region.min(axis=-1) < 235).mean())
 
 
@@ -166,8 +175,12 @@ def test_viewer_defaults_read_as_a_heatmap_and_every_option_switches(page, servi
     page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
     defaults = page.evaluate("""() => ['colormap-select', 'norm-select', 'smooth-select', 'cutoff-select']
         .map(id => document.getElementById(id).value)""")
-    assert defaults == [heatmap.DEFAULT_CMAP, heatmap.DEFAULT_NORMALISATION, f"{heatmap.DEFAULT_SMOOTHING:g}",
-                        f"{heatmap.DEFAULT_TRANSPARENT_BELOW:g}"]
+    assert defaults == [
+        heatmap.DEFAULT_CMAP,
+        heatmap.DEFAULT_NORMALISATION,
+        f"{heatmap.DEFAULT_SMOOTHING:g}",
+        f"{heatmap.DEFAULT_TRANSPARENT_BELOW:g}",
+    ]
     assert page.inner_text("#legend-text") == f"Colour = {heatmap.scaling_label()}."
     cohort = page.locator("#cohort-info")
     assert "synthetic" in cohort.inner_text() and "Trained on 40 slides" in cohort.inner_text()

@@ -27,8 +27,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _fresh_clone(target: Path) -> Path:
     """The tracked and new (not ignored) files of the checkout, copied (symlinks kept as links)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source, dest = REPO / name, target / name
         if not source.exists() and not source.is_symlink():
@@ -60,13 +68,30 @@ def wheel(tmp_path_factory) -> Path:
 def wheel_venv(wheel, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     # This environment's dependencies (torch, fastapi, ...), after the venv's own site-packages.
     deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     (site / "zz-test-deps.pth").write_text("\n".join(deps) + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
-          str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+        ]
+    )
     return venv
 
 
@@ -81,16 +106,31 @@ def test_the_wheel_carries_the_pin_and_no_openseadragon_copy(wheel):
 
 def test_wheel_serves_the_viewer_after_fetching_the_pinned_tarball(wheel_venv, service_data, tmp_path):
     python = wheel_venv / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import acmil.viewer_assets as a; print(a.__file__, a.NODE_MODULES)"],
-                           check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    where = subprocess.run(
+        [str(python), "-c", "import acmil.viewer_assets as a; print(a.__file__, a.NODE_MODULES)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout.split()
     assert where[0].startswith(str(wheel_venv)) and not Path(where[1]).exists()  # the wheel's code, no node_modules
 
     data = genuine_tarball()
     with socket_port() as port, local_registry({tarball_path(): data}) as (registry, requested):
         env = {**os.environ, "ACMIL_CACHE_DIR": str(tmp_path / "cache"), "ACMIL_NPM_REGISTRY": registry}
         log = tmp_path / "serve.log"
-        command = [str(wheel_venv / "bin" / "acmil"), "serve", "--checkpoint", str(service_data["checkpoint"]),
-                   "--features", str(service_data["features"]), "--port", str(port), "--log-level", "info"]
+        command = [
+            str(wheel_venv / "bin" / "acmil"),
+            "serve",
+            "--checkpoint",
+            str(service_data["checkpoint"]),
+            "--features",
+            str(service_data["features"]),
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+        ]
         with log.open("w") as out:
             server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         try:
@@ -104,9 +144,13 @@ def test_wheel_serves_the_viewer_after_fetching_the_pinned_tarball(wheel_venv, s
             server.wait(timeout=20)
     said = log.read_text()
     assert page.status_code == 200 and "ACMIL slide viewer" in page.text, said
-    assert script.status_code == 200 and script.content == (
-        tmp_path / "cache" / "viewer" / f"openseadragon-{assets.pin().version}" / "build" / "openseadragon.min.js"
-    ).read_bytes()
+    assert (
+        script.status_code == 200
+        and script.content
+        == (
+            tmp_path / "cache" / "viewer" / f"openseadragon-{assets.pin().version}" / "build" / "openseadragon.min.js"
+        ).read_bytes()
+    )
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
     assert requested == [tarball_path()]  # fetched once, at start-up
     assert f"fetching OpenSeadragon {assets.pin().version}" in said and "Traceback" not in said

@@ -10,16 +10,34 @@ from acmil.training.synthetic_features import SyntheticCohort, make_cohort
 
 # Tiny model, strong planted signal: a few CPU seconds per run. lr is raised from the paper's 1e-4 because
 # the toy cohort gives only a few hundred optimiser steps.
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--model.lr", "5e-3"]
+FAST = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--model.lr",
+    "5e-3",
+]
 
 
 def train_args(cohort: SyntheticCohort, run: Path, epochs: int = 2, seed: int = 1, *extra: str) -> list[str]:
     return [
-        "--config", "configs/acmil.yaml",
-        "--data.features_dir", str(cohort.features_dir), "--data.labels_csv", str(cohort.labels_csv),
-        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(run), "--seed_everything", str(seed),
-        *FAST, *extra,
+        "--config",
+        "configs/acmil.yaml",
+        "--data.features_dir",
+        str(cohort.features_dir),
+        "--data.labels_csv",
+        str(cohort.labels_csv),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(run),
+        "--seed_everything",
+        str(seed),
+        *FAST,
+        *extra,
     ]
 
 

@@ -10,9 +10,11 @@ import yaml
 from acmil.training.cli import train_main
 
 # Training configs: everything in configs/ except the preprocessing defaults (tested with preprocess).
-CONFIGS = sorted(str(p.relative_to(Path(__file__).resolve().parents[2]))
-                 for p in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml")
-                 if not p.name.startswith("preprocess"))
+CONFIGS = sorted(
+    str(p.relative_to(Path(__file__).resolve().parents[2]))
+    for p in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml")
+    if not p.name.startswith("preprocess")
+)
 
 
 def _resolved(capsys: pytest.CaptureFixture, *configs: str) -> dict:
@@ -24,8 +26,14 @@ def _resolved(capsys: pytest.CaptureFixture, *configs: str) -> dict:
 
 
 def test_there_are_configs() -> None:
-    assert {"configs/acmil.yaml", "configs/abmil.yaml", "configs/features/resnet18.yaml",
-            "configs/features/vit_s.yaml", "configs/trainer/cpu.yaml", "configs/trainer/gpu.yaml"} <= set(CONFIGS)
+    assert {
+        "configs/acmil.yaml",
+        "configs/abmil.yaml",
+        "configs/features/resnet18.yaml",
+        "configs/features/vit_s.yaml",
+        "configs/trainer/cpu.yaml",
+        "configs/trainer/gpu.yaml",
+    } <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -45,8 +45,9 @@ def test_cv_selection_last_evaluates_the_final_epoch(cohort, tmp_path: Path, tra
         model = load_model(fold / "checkpoints" / "last.ckpt").model
         for row in rows[:4]:
             feats = read_features(cohort.features_dir / f"{row['slide_id']}.h5").features
-            assert float(row["prob_tumour"]) == pytest.approx(float(predict_bag(model, feats).probabilities[1]),
-                                                              abs=1e-5)
+            assert float(row["prob_tumour"]) == pytest.approx(
+                float(predict_bag(model, feats).probabilities[1]), abs=1e-5
+            )
         metrics = json.loads((fold / "metrics.json").read_text())
         assert metrics["test"]["auc"] == pytest.approx(summary["folds"][k]["test"]["auc"])
     assert np.isfinite(summary["pooled_oof"]["auc"])

@@ -137,8 +137,19 @@ def test_cli_rejects_bad_input_before_training(small, tmp_path: Path, capsys: py
     shutil.copyfile(small.features_dir / "slide_0001.h5", small.features_dir / "unlabelled.h5")  # ignored
     (small.features_dir / "slide_0009.h5").write_text("garbage")
     run = tmp_path / "run"
-    code = main(["train", "--data.features_dir", str(small.features_dir), "--data.labels_csv", str(small.labels_csv),
-                 "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1"])
+    code = main(
+        [
+            "train",
+            "--data.features_dir",
+            str(small.features_dir),
+            "--data.labels_csv",
+            str(small.labels_csv),
+            "--trainer.default_root_dir",
+            str(run),
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("acmil train: error: 1 problem(s)") and "slide_0009.h5" in err

@@ -15,8 +15,17 @@ import pytest
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(cohort, tmp_path: Path, repo_root: Path, train_args) -> None:
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "acmil", "train", *train_args(cohort, run, 3, 1),
-           "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "acmil",
+        "train",
+        *train_args(cohort, run, 3, 1),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

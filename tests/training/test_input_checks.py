@@ -34,8 +34,11 @@ def test_a_single_class_is_refused_before_training_with_the_counts(small, tmp_pa
 
     one = _relabel(small.labels_csv, tmp_path / "one.csv", lambda i, lab: "tumour")
     run = tmp_path / "run"
-    with pytest.raises(DataValidationError, match=r"at least two classes, found 1 \(slides per class: "
-                                                  r"\{'tumour': 12\}\)") as info:
+    with pytest.raises(
+        DataValidationError,
+        match=r"at least two classes, found 1 \(slides per class: "
+        r"\{'tumour': 12\}\)",
+    ) as info:
         run_training([*train_args(small, run, 1), "--data.labels_csv", str(one)])
     assert str(one) in str(info.value)
     assert not (run / "checkpoints").exists()  # refused before an epoch ran
@@ -45,8 +48,11 @@ def test_a_single_class_is_refused_before_training_with_the_counts(small, tmp_pa
 
 
 def test_numeric_labels_1_and_1_0_are_one_class(small, tmp_path) -> None:
-    mixed = _relabel(small.labels_csv, tmp_path / "mixed.csv",
-                     lambda i, lab: ("1" if i % 4 == 1 else "1.0") if lab == "tumour" else ("0" if i % 3 else "0.0"))
+    mixed = _relabel(
+        small.labels_csv,
+        tmp_path / "mixed.csv",
+        lambda i, lab: ("1" if i % 4 == 1 else "1.0") if lab == "tumour" else ("0" if i % 3 else "0.0"),
+    )
     dm = FeatureDataModule(str(small.features_dir), str(mixed))
     assert dm.class_names == ["0", "1"]
     assert sorted(set(dm.cohort.targets)) == [0, 1]
@@ -85,9 +91,33 @@ def test_test_command_names_a_missing_labels_csv(small, tmp_path, trained_run) -
     with pytest.raises(DataValidationError) as info:
         from acmil.training.cli import test_main
 
-        test_main(["--checkpoint", str(ckpt), "--data.features_dir", str(small.features_dir),
-                   "--data.labels_csv", str(missing), "--out", str(tmp_path / "out")])
+        test_main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--data.features_dir",
+                str(small.features_dir),
+                "--data.labels_csv",
+                str(missing),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     assert f"{missing}: labels CSV not found" in str(info.value)
     assert "nothing was evaluated" in str(info.value) and "trained" not in str(info.value)
-    assert main(["test", "--checkpoint", str(ckpt), "--data.features_dir", str(small.features_dir),
-                 "--data.labels_csv", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert (
+        main(
+            [
+                "test",
+                "--checkpoint",
+                str(ckpt),
+                "--data.features_dir",
+                str(small.features_dir),
+                "--data.labels_csv",
+                str(missing),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )

@@ -29,8 +29,14 @@ def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_
         sys.path.insert(0, str(HERE))
         try:
             with pytest.raises(OSError, match=r"cannot write .*checkpoints/(best|last)\.ckpt: disk full"):
-                run_training([*train_args(cohort, run, 4), "--trainer.logger", "false",
-                              "--trainer.callbacks+=fill_disk_callback.FillDiskAtSecondEpoch"])
+                run_training(
+                    [
+                        *train_args(cohort, run, 4),
+                        "--trainer.logger",
+                        "false",
+                        "--trainer.callbacks+=fill_disk_callback.FillDiskAtSecondEpoch",
+                    ]
+                )
         finally:
             sys.path.remove(str(HERE))
         ckpts = run / "checkpoints"
@@ -39,8 +45,9 @@ def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_
         assert load_model(ckpts / "best.ckpt").card.extra["epoch"] == 0
 
 
-def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(trained_run, cohort, tmp_path,
-                                                                          train_args) -> None:
+def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(
+    trained_run, cohort, tmp_path, train_args
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.ckpt").write_bytes(b"old run")  # anything in the folder: refused before the cohort is read
@@ -60,7 +67,7 @@ def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(traine
 def without(args: list[str], option: str) -> list[str]:
     """``args`` less ``option`` and its value."""
     i = args.index(option)
-    return args[:i] + args[i + 2:]
+    return args[:i] + args[i + 2 :]
 
 
 def _cli(args: list[str]) -> list[str]:
@@ -103,10 +110,25 @@ def test_a_config_with_its_own_monitorless_checkpoint_still_trains(cohort, tmp_p
 
     run = tmp_path / "run"
     config = tmp_path / "final.yaml"
-    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"dirpath": str(run / "checkpoints"), "filename": "final", "save_top_k": 1,
-                      "enable_version_counter": False}}]}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                            "init_args": {
+                                "dirpath": str(run / "checkpoints"),
+                                "filename": "final",
+                                "save_top_k": 1,
+                                "enable_version_counter": False,
+                            },
+                        }
+                    ]
+                }
+            }
+        )
+    )
     assert run_training([*train_args(cohort, run, 2), "--config", str(config)])["val"]
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "final.ckpt", "last.ckpt"}
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1

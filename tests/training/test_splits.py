@@ -22,8 +22,11 @@ def test_splits_partition_group_and_stratify() -> None:
     all_idx = sorted(s["train"] + s["val"] + s["test"])
     assert all_idx == list(range(len(labels)))  # a partition
     case_sets = {k: set(groups[v]) for k, v in s.items()}
-    assert not (case_sets["train"] & case_sets["val"] or case_sets["train"] & case_sets["test"]
-                or case_sets["val"] & case_sets["test"])  # no case straddles splits
+    assert not (
+        case_sets["train"] & case_sets["val"]
+        or case_sets["train"] & case_sets["test"]
+        or case_sets["val"] & case_sets["test"]
+    )  # no case straddles splits
     for name in ("val", "test"):
         assert 0.1 <= len(s[name]) / len(labels) <= 0.3
         assert set(labels[s[name]]) == {0, 1}  # both classes present (stratified)

@@ -55,8 +55,18 @@ def test_run_directory_contents(trained_run: dict, cohort) -> None:
 def test_logs_losses_by_name_and_cosine_schedule(trained_run: dict) -> None:
     rows = _csv(trained_run["run"] / "logs" / "csv" / "metrics.csv")
     columns = set(rows[0])
-    assert {"train/branch_ce", "train/slide_ce", "train/diversity", "train/loss", "train/loss_step", "val/loss",
-            "val/branch_ce", "val/f1_macro", "val/auc", "val/selection"} <= columns
+    assert {
+        "train/branch_ce",
+        "train/slide_ce",
+        "train/diversity",
+        "train/loss",
+        "train/loss_step",
+        "val/loss",
+        "val/branch_ce",
+        "val/f1_macro",
+        "val/auc",
+        "val/selection",
+    } <= columns
     lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
     assert lrs[0] == pytest.approx(5e-3, rel=0.01)  # first logged at step 10 of a per-step decay
     assert lrs[-1] < 0.02 * lrs[0] and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
@@ -93,8 +103,22 @@ def test_predict_command(trained_run: dict, cohort, tmp_path: Path, capsys: pyte
 
     out = tmp_path / "pred.csv"
     ckpt = str(trained_run["run"] / "checkpoints" / "best.ckpt")
-    assert main(["predict", "--checkpoint", ckpt, "--features", str(cohort.features_dir), "--out", str(out),
-                 "--labels-csv", str(cohort.labels_csv)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                ckpt,
+                "--features",
+                str(cohort.features_dir),
+                "--out",
+                str(out),
+                "--labels-csv",
+                str(cohort.labels_csv),
+            ]
+        )
+        == 0
+    )
     rows = _csv(out)
     assert len(rows) == 60 and list(rows[0]) == ["slide_id", "label", "predicted", "prob_normal", "prob_tumour"]
     correct = np.mean([r["label"] == r["predicted"] for r in rows])
@@ -114,16 +138,43 @@ def test_test_command_reproduces_run_metrics(trained_run: dict, cohort, tmp_path
     from acmil.cli import main
 
     run = trained_run["run"]
-    assert main(["test", "--checkpoint", str(run / "checkpoints" / "best.ckpt"),
-                 "--data.features_dir", str(cohort.features_dir), "--data.labels_csv", str(cohort.labels_csv),
-                 "--data.splits_file", str(run / "splits.json"), "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--checkpoint",
+                str(run / "checkpoints" / "best.ckpt"),
+                "--data.features_dir",
+                str(cohort.features_dir),
+                "--data.labels_csv",
+                str(cohort.labels_csv),
+                "--data.splits_file",
+                str(run / "splits.json"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     got = json.loads((tmp_path / "metrics.json").read_text())["test"]
     for k in METRICS:
         assert got[k] == pytest.approx(trained_run["metrics"]["test"][k], abs=1e-6)
     # The run's saved config replays its data settings, seed included, so the same test split is evaluated.
     out = tmp_path / "from_config"
-    assert main(["test", "--config", str(run / "config.yaml"), "--checkpoint", str(run / "checkpoints" / "best.ckpt"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--config",
+                str(run / "config.yaml"),
+                "--checkpoint",
+                str(run / "checkpoints" / "best.ckpt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     replayed = json.loads((out / "metrics.json").read_text())["test"]
     assert {k: replayed[k] for k in METRICS} == pytest.approx({k: trained_run["metrics"]["test"][k] for k in METRICS})
 
@@ -133,16 +184,30 @@ def test_same_seed_same_run(cohort, tmp_path: Path, train_args) -> None:
     a = run_training(train_args(cohort, tmp_path / "a", 2, 7))
     b = run_training(train_args(cohort, tmp_path / "b", 2, 7))
     assert a == b
-    losses = [[r["train/loss_step"] for r in _csv(p / "logs/csv/metrics.csv") if r["train/loss_step"]]
-              for p in (tmp_path / "a", tmp_path / "b")]
+    losses = [
+        [r["train/loss_step"] for r in _csv(p / "logs/csv/metrics.csv") if r["train/loss_step"]]
+        for p in (tmp_path / "a", tmp_path / "b")
+    ]
     assert losses[0] == losses[1] and len(losses[0]) > 3
     assert (tmp_path / "a/splits.json").read_text() == (tmp_path / "b/splits.json").read_text()
 
 
 @pytest.mark.slow
 def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> None:
-    metrics = run_training(train_args(cohort, tmp_path, 2, 1, "--data.batch_size", "4",
-                                      "--trainer.precision", "bf16-mixed", "--data.num_workers", "1"))
+    metrics = run_training(
+        train_args(
+            cohort,
+            tmp_path,
+            2,
+            1,
+            "--data.batch_size",
+            "4",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--data.num_workers",
+            "1",
+        )
+    )
     assert set(metrics["val"]) == METRICS | EVALUATION
     steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss")]
     assert len(steps) == 2
@@ -177,11 +242,26 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
 
     c = make_cohort(tmp_path / "c", n_slides=30, n_patches=(20, 40), dim=16, class_names=("a", "b", "c"), seed=2)
     run = tmp_path / "run"
-    metrics = run_training([
-        "--config", config, "--data.features_dir", str(c.features_dir), "--data.labels_csv", str(c.labels_csv),
-        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run), "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-    ])
+    metrics = run_training(
+        [
+            "--config",
+            config,
+            "--data.features_dir",
+            str(c.features_dir),
+            "--data.labels_csv",
+            str(c.labels_csv),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(run),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+    )
     assert set(metrics["val"]) == METRICS | EVALUATION
     card = load_model(run / "checkpoints" / "best.ckpt").card
     assert card.arch == config.split("/")[1].removesuffix(".yaml") and sorted(card.class_names) == ["a", "b", "c"]
@@ -189,8 +269,9 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
     assert list(_csv(run / "predictions.csv")[0])[-3:] == [f"prob_{c}" for c in card.class_names]
 
 
-def test_predict_with_every_file_skipped_keeps_the_previous_csv(trained_run: dict, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_predict_with_every_file_skipped_keeps_the_previous_csv(
+    trained_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from acmil.cli import main
 
     out = tmp_path / "pred.csv"
