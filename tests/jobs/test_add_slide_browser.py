@@ -9,7 +9,7 @@ import pytest
 from jobs_helpers import make_slide
 from server_helpers import KEY, start_server
 
-from acmil.service.config import DEFAULT_ASSETS
+from acmil import viewer_assets as assets
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -19,8 +19,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--n
 def test_add_slide_in_the_browser(recipe_run, tmp_path):
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium not installed (apt-get install chromium)")
-    if not (DEFAULT_ASSETS / "openseadragon.min.js").is_file():
-        pytest.skip(f"OpenSeadragon missing in {DEFAULT_ASSETS}: run `npm install`")
+    try:  # what `acmil serve` does on first use: node_modules, else the user cache, else one download
+        assets.ensure_assets()
+    except assets.AssetsMissing as err:
+        pytest.fail(f"the viewer cannot get OpenSeadragon here: {err}")
     sync_api = pytest.importorskip("playwright.sync_api")
     features = tmp_path / "features"
     features.mkdir()

@@ -112,7 +112,8 @@ def test_cancel_limits_and_import_folder(recipe_run, tmp_path):
 def test_kill_9_mid_job_then_restart_completes(recipe_run, tmp_path):
     features = tmp_path / "features"
     features.mkdir()
-    slide = make_slide(tmp_path / "in" / "big.tif", seed=51, width=4096, height=3072)
+    # large enough that encoding lasts seconds on an idle machine: the poll must see it before it is done
+    slide = make_slide(tmp_path / "in" / "big.tif", seed=51, width=8192, height=6144)
     jobs = tmp_path / "jobs"
     server, base = start_server(recipe_run["checkpoint"], features, jobs, tmp_path / "server1.log")
     c = client(base)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acmil.service.config import DEFAULT_ASSETS
+from acmil import viewer_assets as assets
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,8 +42,10 @@ def _feature(ring: list, name: str, color: list[int]) -> dict:
 def server(service_data, tmp_path_factory):
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium not installed (apt-get install chromium); the browser test needs it")
-    if not (DEFAULT_ASSETS / "openseadragon.min.js").is_file():
-        pytest.skip(f"OpenSeadragon missing in {DEFAULT_ASSETS}: run `npm install` in the repository root")
+    try:  # what `acmil serve` does on first use: node_modules, else the user cache, else one download
+        assets.ensure_assets()
+    except assets.AssetsMissing as err:
+        pytest.fail(f"the viewer cannot get OpenSeadragon here: {err}")
     import socket
 
     folder = tmp_path_factory.mktemp("viewer_annotations")
