@@ -73,7 +73,8 @@ def test_cancel_limits_and_import_folder(recipe_run, tmp_path):
     features, imports = tmp_path / "features", tmp_path / "imports"
     features.mkdir()
     for i in range(3):
-        make_slide(imports / f"s{i}.tif", seed=40 + i, width=2048, height=1536)
+        # s0 is cancelled while it runs: large enough that encoding lasts seconds on an idle machine
+        make_slide(imports / f"s{i}.tif", seed=40 + i, width=8192 if i == 0 else 2048, height=6144 if i == 0 else 1536)
     server, base = start_server(
         recipe_run["checkpoint"],
         features,
