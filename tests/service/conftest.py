@@ -17,6 +17,7 @@ from service_helpers import (
     grid_coords,
     make_bag,
     train_checkpoint,
+    wait_until_healthy,
     write_slide,
 )
 
@@ -103,9 +104,6 @@ def live_server(service_data):
     """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
     import subprocess
     import sys
-    import time
-
-    import httpx
 
     port = _free_port()
     env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
@@ -133,19 +131,8 @@ def live_server(service_data):
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"acmil serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/api/v1/health", headers={"X-API-Key": LIVE_KEY}, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"acmil serve did not answer within 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_healthy(process, base, log, 60, key=LIVE_KEY)
         yield base
     finally:
         process.terminate()

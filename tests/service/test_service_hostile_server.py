@@ -23,6 +23,7 @@ import h5py
 import httpx
 import numpy as np
 import pytest
+from service_helpers import wait_until_healthy
 
 pytestmark = pytest.mark.slow
 API = "/api/v1"
@@ -103,18 +104,7 @@ def hostile_server(tmp_path_factory):
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"acmil serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}{API}/health", headers={"X-API-Key": KEY}, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"acmil serve did not answer within 90 s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_healthy(process, base, log, 90, key=KEY)
         yield {"base": base, "port": port, "log": log, "root": root, "process": psutil.Process(process.pid)}
     finally:
         process.terminate()

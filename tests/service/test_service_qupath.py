@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
-from service_helpers import PATCH
+from service_helpers import PATCH, wait_until_healthy
 
 from acmil.features import read_features
 from acmil.geojson import tile_corners, validate_geojson
@@ -159,16 +158,7 @@ def test_acmil_serve_annotations_flag_over_http(service_data, annotations_dir, t
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}{API}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until_healthy(process, base.removesuffix(API), log, 60)
         response = httpx.get(f"{base}/slides/{POS}/annotations.geojson", timeout=30)
         assert response.status_code == 200 and len(response.json()["features"]) == 3
         attention = httpx.get(f"{base}/slides/{POS}/attention.geojson", timeout=30)
