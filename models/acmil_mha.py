@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .acmil import _head, acmil_loss, diversity_loss
-from .layers import MultiHeadPool, QueryScores, masked_softmax, stochastic_topk_mask
+from .layers import MultiHeadPool, QueryScores, check_masking_args, masked_softmax, stochastic_topk_mask
 from .output import MILOutput
 
 
@@ -51,10 +51,7 @@ class ACMILMHA(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= mask_ratio <= 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
-        if n_branches < 1:
-            raise ValueError(f"n_branches must be >= 1, got {n_branches}")
+        check_masking_args(n_branches, mask_ratio)
         hidden_dim = hidden_dim or in_dim // 2
         self.in_dim, self.n_classes, self.hidden_dim = in_dim, n_classes, hidden_dim
         self.n_branches, self.top_k, self.mask_ratio, self.n_heads = n_branches, top_k, mask_ratio, n_heads

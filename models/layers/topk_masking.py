@@ -49,3 +49,11 @@ def stochastic_topk_mask(
     take = position[None, None, :] < n_drop[:, None, None]  # (B, 1, k_max)
     dropped.scatter_(-1, chosen, take.expand(B, M, k_max))
     return dropped
+
+
+def check_masking_args(n_branches: int, mask_ratio: float) -> None:
+    """The branch count and masking ratio every multi-branch ACMIL variant takes (ValueError otherwise)."""
+    if not 0.0 <= mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
+    if n_branches < 1:
+        raise ValueError(f"n_branches must be >= 1, got {n_branches}")
