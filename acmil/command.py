@@ -1,0 +1,94 @@
+"""The one shape of a command that is not LightningCLI: a config dataclass, ``run_<command>(config) ->
+<Command>Result``, and a thin ``main(argv)`` that parses, calls it and prints.
+
+Every such command parses with jsonargparse through :func:`command_parser`, so it takes ``--config
+FILE.yaml`` (keys are the option names with ``_``) and ``--print_config``, and answers a mistyped option with
+one short line and a close option name. :func:`config_from` builds the config dataclass by keyword from
+the parsed namespace, so adding an option is: a field on the dataclass, an ``add_argument`` on the parser.
+
+    @dataclass(kw_only=True)
+    class CompareConfig:
+        run_a: Path
+        n_boot: int = 1000
+
+    def run_compare(config: CompareConfig) -> CompareResult: ...
+
+    def main(argv: list[str] | None = None) -> int:
+        config = config_from(build_parser().parse_args(argv), CompareConfig)
+        print(run_compare(config).table)
+        return 0
+
+``cv`` and ``demo`` compose ``run_*`` calls and read their results, never each other's argv or files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import sys
+from typing import Any, NoReturn, TypeVar
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+ConfigT = TypeVar("ConfigT")
+
+
+def short_error(parser: Any, message: str) -> NoReturn:
+    """Print ``message`` with a close option name (``--n-bot`` -> ``did you mean --n-boot?``) and exit 2.
+
+    Shared by :class:`CommandParser` and the training CLI's LightningCLI parser, instead of 60 lines of usage.
+    """
+    known = [opt for action in parser._actions for opt in action.option_strings]  # noqa: SLF001 - argparse's own list
+    hints = []
+    for given in re.findall(r"--[\w.-]+", message):
+        close = difflib.get_close_matches(given, known, n=1, cutoff=0.8)
+        if close and close[0] != given:
+            hints.append(f"did you mean {close[0]}?")
+    sys.stderr.write(
+        f"{parser.prog}: error: {message}\n"
+        + "".join(f"  {h}\n" for h in hints)
+        + f"  ({parser.prog} --help for the options)\n"
+    )
+    sys.exit(2)
+
+
+class CommandParser(ArgumentParser):
+    """jsonargparse's parser with a short error (set ``JSONARGPARSE_DEBUG=1`` for jsonargparse's own)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        short_error(self, message)
+
+
+def command_parser(prog: str, description: str, epilog: str | None = None) -> CommandParser:
+    """A parser for ``prog`` with ``--config`` (a YAML of option values) and ``--print_config`` already on it.
+
+    Options are added with the usual ``add_argument`` (dashes in names are fine: ``--n-boot`` is the key
+    ``n_boot`` in a config file). Abbreviations are refused: ``--out`` never silently means ``--outdir``.
+    """
+    import argparse
+
+    parser = CommandParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of option values (see --print_config)")
+    return parser
+
+
+def config_from(namespace: Any, config_class: type[ConfigT], **overrides: Any) -> ConfigT:
+    """Build ``config_class`` by keyword from a parsed namespace: each dataclass field from the key of its name.
+
+    Keys the dataclass lacks (``config``) are ignored; a field the parser lacks keeps its default.
+    ``overrides`` replace parsed values (for values converted after parsing, such as a list of paths).
+    """
+    values = namespace.as_dict() if hasattr(namespace, "as_dict") else vars(namespace)
+    kwargs = {f.name: values[f.name] for f in dataclasses.fields(config_class) if f.init and f.name in values}
+    kwargs.update(overrides)
+    return config_class(**kwargs)
