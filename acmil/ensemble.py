@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from acmil.checkpoint import LoadedModel, ModelCard, load_model
-from acmil.inference import predict_bag
+from acmil.inference import BagPrediction, predict_bag
 from acmil.recipe import identity
 
 
@@ -33,11 +33,13 @@ class EnsemblePrediction:
         probabilities: (C,) mean of the members' (temperature-scaled) probabilities.
         member_probabilities: (K, C), member k's.
         member_attention: (K, N), member k's attention averaged over its branches.
+        members: member k's own :class:`~acmil.inference.BagPrediction` (its per-branch attention (M, N)).
     """
 
     probabilities: np.ndarray
     member_probabilities: np.ndarray
     member_attention: np.ndarray
+    members: list[BagPrediction] = field(default_factory=list)
 
     @property
     def predicted(self) -> int:
@@ -118,6 +120,7 @@ class Ensemble:
             probabilities=np.mean([p.probabilities for p in preds], axis=0),
             member_probabilities=np.stack([p.probabilities for p in preds]),
             member_attention=np.stack([p.mean_attention for p in preds]),
+            members=preds,
         )
 
 

@@ -193,6 +193,7 @@ def attention_features(
     top_class: str = TOP_CLASS,
     top_color: Color = TOP_COLOR,
     legacy: bool = False,
+    rows: Literal["branch", "model"] = "branch",
 ) -> dict:
     """A FeatureCollection of one Feature per tile, carrying its attention as QuPath measurements.
 
@@ -204,10 +205,13 @@ def attention_features(
         top_k: the ``top_k`` most attended tiles (mean over branches) get ``top_class``.
         object_type: QuPath object type of the tiles.
         legacy: write QuPath 0.3's form (see the module docstring).
+        rows: what the M rows of ``attention`` are: branches of one model, or an ensemble's models (each
+            one's mean over its branches), which names their measurements ``attention_model_<k>``.
 
     Returns:
         ``{"type": "FeatureCollection", "features": [...]}``; measurements per tile: ``attention`` (mean over
-        branches), ``attention_branch_<m>`` (when M > 1) and ``attention_rank`` (1 = most attended).
+        rows), ``attention_branch_<m>`` or ``attention_model_<m>`` (when M > 1) and ``attention_rank`` (1 = most
+        attended).
     """
     if object_type not in ("detection", "tile"):
         raise ValueError(f"object_type must be 'detection' or 'tile', got {object_type!r}")
@@ -227,7 +231,7 @@ def attention_features(
     features = []
     for i, ring in enumerate(rings):
         measurements = {"attention": mean_list[i]}
-        measurements |= {f"attention_branch_{m}": b[i] for m, b in enumerate(branches)}
+        measurements |= {f"attention_{rows}_{m}": b[i] for m, b in enumerate(branches)}
         measurements["attention_rank"] = rank_list[i]
         props = object_properties(
             object_type,

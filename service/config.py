@@ -6,11 +6,13 @@ and pass it to ``create_app`` (or override ``get_settings``).
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # node_modules lies at the repository root, next to service/ (an editable install or a checkout).
 DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / "node_modules" / "openseadragon" / "build" / "openseadragon"
@@ -25,7 +27,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ACMIL_", extra="ignore")
 
-    checkpoint: Path = Field(description="model checkpoint (.ckpt / .pt) written by training")
+    checkpoint: Annotated[list[Path], NoDecode] = Field(
+        description="model checkpoint(s) (.ckpt / .pt, run or cv folders); several form an ensemble "
+        "(acmil.ensemble): their probabilities are averaged. One path, or a JSON list in ACMIL_CHECKPOINT",
+        min_length=1,
+    )
     features_dir: Path = Field(description="folder of <slide_id>.h5 feature files")
     slides_dir: Path | None = Field(None, description="folder of slide images, matched to feature files by stem")
     annotations_dir: Path | None = Field(None, description="folder of <slide_id>.geojson annotations (QuPath)")
@@ -69,6 +75,14 @@ class Settings(BaseSettings):
     max_slide_bytes: int = Field(20 * 1024**3, ge=1, description="largest slide upload (max_upload_bytes caps it too)")
     upload_quota_bytes: int = Field(200 * 1024**3, ge=1, description="total size of kept uploads")
     max_queued_jobs_per_client: int = Field(16, ge=1, description="queued or running jobs per client address")
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """One path (``checkpoint=p``, ``ACMIL_CHECKPOINT=/a.ckpt``) is a list of one; a JSON list is read."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        return [value] if isinstance(value, (str, Path)) else value
 
 
 @lru_cache

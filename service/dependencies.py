@@ -43,7 +43,21 @@ def get_branch(
     return int(branch)
 
 
+def get_model(
+    model: Annotated[
+        str, Query(description='ensembles: "mean" (the members\' attention averaged) or a member index 0..K-1')
+    ] = "mean",
+) -> int | None:
+    """The ``model`` query: None for the ensemble's mean attention, else the member's index."""
+    if model == "mean":
+        return None
+    if not _INDEX.fullmatch(model):
+        raise BadInput(f"model must be 'mean' or an ensemble member index 0..K-1, got {model!r}")
+    return int(model)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SlideDep = Annotated[SlideEntry, Depends(get_slide)]
 BranchDep = Annotated[int | None, Depends(get_branch)]
+ModelDep = Annotated[int | None, Depends(get_model)]

@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acmil.checkpoint import LoadedModel
+from acmil.ensemble import Ensemble
 from acmil.features import FeatureFileError, FeatureMeta, SlideFeatures, provenance, read_features, read_meta
 from acmil.geometry import level0_extent, plausible_mpp
-from acmil.inference import BagPrediction, predict_bag
+from acmil.inference import BagPrediction
 from acmil.recipe import contradictions, recipe_from_meta
 
 from .caches import LockedLRU
@@ -56,8 +57,10 @@ class SlideResult:
 
     Attributes:
         coords: (N, 2) int64 level-0 (x, y) of each tile.
-        prediction: probabilities (C,), attention (M, N).
+        prediction: probabilities (C,), attention (M, N); of an ensemble: the mean probabilities and the
+            members' mean attention (1, N).
         level0_size: (width, height) of the slide (from the image, the file's attributes or the coords).
+        members: each ensemble member's own prediction (one: ``prediction`` itself).
     """
 
     slide_id: str
@@ -67,10 +70,22 @@ class SlideResult:
     patch_size_level0: int
     level0_size: tuple[int, int]
     elapsed_ms: float
+    members: list[BagPrediction] = field(default_factory=list)
 
-    def scores(self, branch: int | None) -> np.ndarray:
-        """(N,) attention: the mean over branches (None) or one branch."""
-        attention = self.prediction.attention
+    def scores(self, branch: int | None, model: int | None = None) -> np.ndarray:
+        """(N,) attention of the model (``model`` None: of an ensemble, the mean of its members'), or of
+        ensemble member ``model``; the mean over its branches (``branch`` None) or one branch."""
+        members = self.members or [self.prediction]
+        if model is not None:
+            if not 0 <= model < len(members):
+                raise BadInput(f"model must be in 0..{len(members) - 1} (or 'mean'), got {model}")
+            attention = members[model].attention
+        elif len(members) > 1:
+            if branch is not None:  # branch m of one member is not branch m of another: no mean of those
+                raise BadInput(f"branch={branch} needs model=k (0..{len(members) - 1}): this is an ensemble")
+            return self.prediction.mean_attention
+        else:
+            attention = self.prediction.attention
         if branch is None:
             return attention.mean(axis=0)
         if not 0 <= branch < attention.shape[0]:
@@ -81,8 +96,8 @@ class SlideResult:
 class Engine:
     """Model + registry + caches. One per app, created in the lifespan."""
 
-    def __init__(self, loaded: LoadedModel, registry: SlideRegistry, settings: Any) -> None:
-        self.loaded = loaded
+    def __init__(self, ensemble: Ensemble | LoadedModel, registry: SlideRegistry, settings: Any) -> None:
+        self.ensemble = ensemble if isinstance(ensemble, Ensemble) else Ensemble([ensemble])
         self.registry = registry
         self.settings = settings
         self.images = SlideImages(settings)
@@ -95,6 +110,11 @@ class Engine:
         self._model_slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_predictions))
         self._key_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The first model: its card's recipe, feature width and class names are every member's."""
+        return self.ensemble.members[0]
 
     # --- slides -------------------------------------------------------------------------------
     def entry(self, slide_id: str) -> SlideEntry:
@@ -224,10 +244,13 @@ class Engine:
             raise BadInput(f"{feats.slide_id}: feature dim {feats.dim} does not match the model's in_dim {in_dim}")
         patch = feats.patch_size_level0 or DEFAULT_PATCH
         with self._model_slots:
-            prediction = predict_bag(self.loaded.model, feats.features, self.loaded.temperature)
+            both = self.ensemble.predict(feats.features)
+        prediction = both.members[0]
+        if len(both.members) > 1:
+            prediction = BagPrediction(both.probabilities, both.mean_attention[None])
         size = image_size or level0_extent(feats.coord_attrs, feats.coords, patch)
         elapsed = (time.perf_counter() - start) * 1000.0
-        return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed)
+        return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed, both.members)
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -236,12 +259,14 @@ class Engine:
             return self._key_locks.setdefault(key, threading.Lock())
 
     # --- attention rendering ------------------------------------------------------------------
-    def heatmap_png(self, entry: SlideEntry, branch: int | None, **options: Any) -> bytes:
-        """The heatmap over the slide thumbnail (or a blank canvas), as PNG bytes."""
+    def heatmap_png(self, entry: SlideEntry, branch: int | None, model: int | None = None, **options: Any) -> bytes:
+        """The heatmap over the slide thumbnail (or a blank canvas), as PNG bytes (``model``: see
+        :meth:`SlideResult.scores`)."""
         from acmil.heatmap import render_heatmap
 
         result, _ = self.predict(entry)
-        key = (result.key, branch, tuple(sorted(options.items())))
+        scores = result.scores(branch, model)
+        key = (result.key, branch, model, tuple(sorted(options.items())))
         png = self._heatmaps.get(key)
         if png is None:
             try:
@@ -251,7 +276,7 @@ class Engine:
             try:
                 image = render_heatmap(
                     result.coords,
-                    result.scores(branch),
+                    scores,
                     result.patch_size_level0,
                     result.level0_size,
                     background=background,
@@ -263,19 +288,28 @@ class Engine:
             self._heatmaps.put(key, png)
         return png
 
-    def overlay(self, entry: SlideEntry, branch: int | None, cmap: str, normalisation: str, smoothing: float):
+    def overlay(
+        self,
+        entry: SlideEntry,
+        branch: int | None,
+        cmap: str,
+        normalisation: str,
+        smoothing: float,
+        model: int | None = None,
+    ):
         """A :class:`~acmil.heatmap.DeepZoomOverlay` aligned with the slide's DeepZoom tiles (cached)."""
         from acmil.heatmap import DeepZoomOverlay, overlay_max_size, render_overlay
 
         result, _ = self.predict(entry)
-        key = (result.key, branch, cmap, normalisation, round(float(smoothing), 3))
+        scores = result.scores(branch, model)
+        key = (result.key, branch, model, cmap, normalisation, round(float(smoothing), 3))
         overlay = self._overlays.get(key)
         if overlay is None:
             size = overlay_max_size(result.level0_size, result.patch_size_level0)
             try:
                 image = render_overlay(
                     result.coords,
-                    result.scores(branch),
+                    scores,
                     result.patch_size_level0,
                     result.level0_size,
                     max_size=size,

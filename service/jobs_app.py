@@ -78,7 +78,7 @@ class JobService:
                 "slide_path": str(slide_path),
                 "slide_id": slide_id,
                 "content_hash": content_hash,
-                "checkpoint": str(self.settings.checkpoint),
+                "checkpoint": [str(c) for c in self.settings.checkpoint],  # several: an ensemble
                 "device": self.settings.device,
                 "features_dir": str(self.settings.features_dir),
                 "slides_dir": str(self.settings.slides_dir),
@@ -133,7 +133,7 @@ class JobService:
                     pass
 
             if self.engine is not None:
-                preload(str(self.settings.checkpoint), self.settings.device, self.engine.loaded)
+                preload(self.settings.checkpoint, self.settings.device, self.engine.ensemble)
                 threading.Thread(target=self._warm, name="acmil-jobs-warm", daemon=True).start()
             self._consumer = EmbeddedConsumer(
                 self.huey, workers=1, worker_type="thread", periodic=False, check_worker_health=False
@@ -149,7 +149,7 @@ class JobService:
 
         try:
             _encoder(
-                _resources(str(self.settings.checkpoint), self.settings.device),
+                _resources(self.settings.checkpoint, self.settings.device),
                 self.settings.device,
                 self.settings.encoder_weights,
             )

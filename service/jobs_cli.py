@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from acmil.command import CommandParser, command_parser, config_from
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+@dataclass(kw_only=True)
+class JobOptions:
+    """``acmil serve``'s slide-job options (unset: ``ACMIL_*`` or the defaults of :class:`~.config.Settings`)."""
+
+    jobs_dir: Path | None = None
+    queue: str | None = None
+    embedded_worker: bool | None = None
+    import_dir: Path | None = None
+    watch: Path | None = None
+    encoder_weights: str | None = None
+    max_slide_gb: float | None = None
+    upload_quota_gb: float | None = None
+    max_jobs_per_client: int | None = None
+
+
+@dataclass(kw_only=True)
+class WorkerConfig:
+    """``acmil worker``'s options."""
+
+    queue: str
+    device: str | None = None
+
+
+def flat_list(value: Any) -> list:
+    """A repeatable flag's values as one flat list (None: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [value]
+    return [v for item in value for v in flat_list(item)]
+
+
+def add_serve_arguments(parser: CommandParser) -> None:
     group = parser.add_argument_group("slide jobs (POST /api/v1/slides)")
     group.add_argument("--jobs-dir", type=Path, default=None, help="queue, uploads and cache (default FEATURES/.jobs)")
     group.add_argument(
@@ -37,7 +72,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-jobs-per-client", type=int, default=None, help="queued/running jobs per client (16)")
 
 
-def serve_overrides(args: argparse.Namespace) -> dict:
+def serve_overrides(args: Any) -> dict:
     """The Settings fields the job options give (unset ones stay with ACMIL_* or the defaults)."""
     for name in ("import_dir", "watch"):
         value = getattr(args, name, None)
@@ -57,22 +92,35 @@ def serve_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def worker_main(argv: list[str]) -> int:
-    """``acmil worker --queue redis://HOST:PORT/DB``: run slide jobs (one model and encoder load per process)."""
-    parser = argparse.ArgumentParser(prog="acmil worker", description=worker_main.__doc__, allow_abbrev=False)
+def build_worker_parser() -> CommandParser:
+    parser = command_parser(
+        "acmil worker",
+        "acmil worker --queue redis://HOST:PORT/DB: run slide jobs (one model and encoder load per process).",
+    )
     parser.add_argument("--queue", required=True, metavar="URL", help="the queue acmil serve --queue was given")
     parser.add_argument("--device", default=None, help="torch device for this worker (default: the server's)")
-    args = parser.parse_args(argv)
-    if not args.queue.startswith(("redis://", "rediss://", "unix://")):
-        parser.error(f"--queue {args.queue!r}: give redis://HOST:PORT/DB (the embedded SQLite queue runs in serve)")
+    return parser
+
+
+def worker_main(argv: list[str]) -> int:
+    """``acmil worker --queue redis://HOST:PORT/DB``: run slide jobs (one model and encoder load per process)."""
+    parser = build_worker_parser()
+    config = config_from(parser.parse_args(argv), WorkerConfig)
+    if not config.queue.startswith(("redis://", "rediss://", "unix://")):
+        parser.error(f"--queue {config.queue!r}: give redis://HOST:PORT/DB (the embedded SQLite queue runs in serve)")
+    return run_worker(config)
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Consume slide jobs from ``config.queue`` until stopped; returns the exit status."""
     from huey.consumer import Consumer
 
     from . import jobs_queue
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.device:
-        jobs_queue.DEVICE_OVERRIDE = args.device
-    huey = jobs_queue.make_huey(args.queue, Path("."))
-    print(f"acmil worker {jobs_queue.worker_name()}: waiting for slide jobs on {args.queue}", flush=True)
+    if config.device:
+        jobs_queue.DEVICE_OVERRIDE = config.device
+    huey = jobs_queue.make_huey(config.queue, Path("."))
+    print(f"acmil worker {jobs_queue.worker_name()}: waiting for slide jobs on {config.queue}", flush=True)
     Consumer(huey, workers=1, worker_type="thread", periodic=False).run()
     return 0

@@ -193,22 +193,28 @@ _RESOURCES: dict[tuple[str, str], dict[str, Any]] = {}
 _RESOURCES_LOCK = threading.Lock()
 
 
-def preload(checkpoint: str, device: str, loaded) -> None:  # noqa: ANN001
-    """Give the embedded worker the server's own loaded model (one load per process)."""
+def _key(checkpoint: str | Path | list, device: str) -> tuple[tuple[str, ...], str]:
+    """A payload's checkpoint(s) (one path, as older payloads hold, or a list) and device as a dict key."""
+    paths = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    return tuple(str(p) for p in paths), device
+
+
+def preload(checkpoint: str | Path | list, device: str, ensemble) -> None:  # noqa: ANN001
+    """Give the embedded worker the server's own loaded model or ensemble (one load per process)."""
     with _RESOURCES_LOCK:
-        _RESOURCES.setdefault((str(checkpoint), device), {"loaded": loaded})
+        _RESOURCES.setdefault(_key(checkpoint, device), {"loaded": ensemble})
 
 
-def _resources(checkpoint: str, device: str) -> dict[str, Any]:
-    """The model and the recipe's encoder of this worker process, loaded once."""
-    from acmil.checkpoint import load_model
+def _resources(checkpoint: str | Path | list, device: str) -> dict[str, Any]:
+    """The model (an :class:`~acmil.ensemble.Ensemble`, of one or more) and the recipe's encoder of this
+    worker process, loaded once."""
+    from acmil.ensemble import load_ensemble
 
+    key = _key(checkpoint, device)
     with _RESOURCES_LOCK:
-        res = _RESOURCES.setdefault((str(checkpoint), device), {})
+        res = _RESOURCES.setdefault(key, {})
         if "loaded" not in res:
-            loaded = load_model(checkpoint, map_location="cpu")
-            loaded.model.to(device)
-            res["loaded"] = loaded
+            res["loaded"] = load_ensemble(list(key[0]), map_location="cpu").to(device)
         return res
 
 
@@ -233,7 +239,6 @@ def _publish(src: Path, target: Path) -> None:
 def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
     """Preprocess one slide with the model's recipe, predict, and publish it for the viewer."""
     from acmil.features import read_features
-    from acmil.inference import predict_bag
     from acmil.predict_slides import cached_features
 
     store, job_id = JobStore(huey), payload["job_id"]
@@ -293,9 +298,9 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         )
         progress("predicting", 0, 0)
         feats = read_features(path)
-        if feats.dim != loaded.card.in_dim:
-            raise ValueError(f"{path.name}: {feats.dim}-d features, the model expects {loaded.card.in_dim}-d")
-        pred = predict_bag(loaded.model, feats.features, loaded.temperature)
+        if feats.dim != loaded.in_dim:
+            raise ValueError(f"{path.name}: {feats.dim}-d features, the model expects {loaded.in_dim}-d")
+        pred = loaded.predict(feats.features)  # an ensemble's: its members' mean probabilities
         if store.cancel_asked(job_id):
             raise JobCancelled("cancelled")
         slide = Path(payload["slide_path"])
@@ -304,6 +309,11 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
         seconds[last["stage"]] = seconds.get(last["stage"], 0.0) + time.perf_counter() - last["t"]
         names = loaded.card.class_names
         probabilities = {n: float(p) for n, p in zip(names, pred.probabilities, strict=True)}
+        answer = {"predicted": names[pred.predicted], "probabilities": probabilities}
+        if len(pred.members) > 1:
+            answer["model_probabilities"] = [
+                {n: float(p) for n, p in zip(names, row, strict=True)} for row in pred.member_probabilities
+            ]
         history.append(["done", round(time.time() - t0, 3)])
         store.update(
             job_id,
@@ -312,7 +322,7 @@ def run_slide_job(huey, payload: dict[str, Any]) -> None:  # noqa: ANN001
             finished=time.time(),
             seconds=seconds,
             history=history,
-            prediction={"predicted": names[pred.predicted], "probabilities": probabilities},
+            prediction=answer,
         )
     except JobCancelled:
         store.update(job_id, state="cancelled", finished=time.time(), message="cancelled")

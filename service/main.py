@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from acmil.checkpoint import LoadedModel, load_model
+from acmil.ensemble import Ensemble, load_ensemble
 
 from . import jobs_app
 from .config import Settings, get_settings
@@ -28,14 +28,13 @@ API_PREFIX = "/api/v1"
 log = logging.getLogger("uvicorn.error")  # shows with uvicorn's own start-up lines
 
 
-def load_checkpoint(settings: Settings) -> LoadedModel:
-    """The settings' checkpoint, loaded on their device (raises with a one-line message when it cannot be)."""
-    loaded = load_model(settings.checkpoint, map_location=_device(settings.device))
-    loaded.model.to(settings.device)
-    return loaded
+def load_checkpoint(settings: Settings) -> Ensemble:
+    """The settings' checkpoint(s), loaded on their device as one :class:`~acmil.ensemble.Ensemble` (of one
+    model when one is given). Raises with a one-line message when they cannot be loaded or averaged."""
+    return load_ensemble(settings.checkpoint, map_location=_device(settings.device)).to(settings.device)
 
 
-def create_app(settings: Settings | None = None, loaded: LoadedModel | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, loaded: Ensemble | None = None) -> FastAPI:
     """Build the app. ``settings`` default to the environment (``ACMIL_*``), see :class:`Settings`.
 
     ``loaded``: the model, when the caller has loaded it already (``acmil serve`` does, to report a bad
@@ -51,7 +50,7 @@ def create_app(settings: Settings | None = None, loaded: LoadedModel | None = No
         with_image = sum(entry.image_path is not None for entry in registry.list())
         log.info(
             "model %s (%s, classes %s); %d slides in %s, %d with an image",
-            settings.checkpoint.name,
+            " + ".join(m.path.name if m.path else "?" for m in model.members),
             model.card.arch,
             ", ".join(model.card.class_names),
             len(registry),

@@ -14,7 +14,17 @@ class Health(BaseModel):
     version: str
 
 
+class ModelMember(BaseModel):
+    checkpoint: str = Field(description="checkpoint file name")
+    arch: str
+    n_branches: int
+    temperature: float
+
+
 class ModelInfo(BaseModel):
+    """The model, or an ensemble's shared recipe, classes and feature width (arch and the rest: its first
+    member's; each member in ``members``)."""
+
     arch: str
     arch_args: dict[str, Any]
     n_branches: int = Field(description="attention branches M (1 for single-attention models)")
@@ -24,8 +34,10 @@ class ModelInfo(BaseModel):
     target_mpp: float | None = Field(None, description="µm/px of the tiles the encoder saw")
     target_magnification: float | None = None
     tile_size: int | None = Field(None, description="tile side in pixels at the target resolution")
-    checkpoint: str = Field(description="checkpoint file name")
+    checkpoint: str = Field(description="checkpoint file name (of an ensemble: its first member's)")
     temperature: float = Field(1.0, description="temperature dividing the logits (acmil calibrate; 1: none)")
+    ensemble_size: int = Field(1, description="models K whose probabilities are averaged (1: a single model)")
+    members: list[ModelMember] = Field(default_factory=list, description="each model, in ?model=k order")
     training_cohort: dict[str, Any] | None = Field(
         None, description="what the model was trained on: n_slides, classes (slides per class), encoder, description"
     )
@@ -77,6 +89,10 @@ class Prediction(BaseModel):
     predicted_index: int
     probabilities: dict[str, float]
     branch_probabilities: list[dict[str, float]] | None = None
+    model_probabilities: list[dict[str, float]] | None = Field(
+        None, description="ensembles: each member's probabilities (``probabilities`` is their mean)"
+    )
+    attention_model: str = Field("mean", description='whose attention top_tiles rank: "mean" or member k')
     n_tiles: int
     patch_size_level0: int
     top_tiles: list[TileScore]
@@ -88,6 +104,8 @@ class Prediction(BaseModel):
 class Attention(BaseModel):
     slide_id: str
     branch: str = Field(description='"mean" or the branch index')
+    model: str = Field("mean", description='ensembles: "mean" of the members or member k')
+    n_models: int = Field(1, description="ensemble members K (1: a single model)")
     n_branches: int
     patch_size_level0: int
     coords: list[list[int]] = Field(description="(N, 2) level-0 (x, y) of each tile")

@@ -15,11 +15,12 @@ import json
 from typing import Annotated, Literal
 from urllib.parse import quote
 
+import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ..caches import LockedLRU
-from ..dependencies import EngineDep, SettingsDep, SlideDep
+from ..dependencies import EngineDep, ModelDep, SettingsDep, SlideDep
 from ..engine import Engine
 from ..errors import BadInput, NotFound, ServiceError
 from ..registry import SlideEntry
@@ -61,15 +62,25 @@ def _level0_size(slide: SlideEntry, engine: Engine) -> tuple[int, int] | None:
 def attention_geojson(
     slide: SlideDep,
     engine: EngineDep,
+    model: ModelDep,
     top_k: Annotated[int, Query(ge=0, le=1_000_000, description="tiles classified 'Top attention'")] = 10,
     object_type: Annotated[Literal["detection", "tile"], Query(description="QuPath object type")] = "detection",
     legacy: Annotated[bool, Query(description="QuPath 0.3 form (measurements as a list)")] = False,
 ) -> Response:
-    """Attention of every tile as QuPath GeoJSON (level-0 pixel polygons of the feature file's tiles)."""
+    """Attention of every tile as QuPath GeoJSON (level-0 pixel polygons of the feature file's tiles).
+
+    An ensemble's tiles carry ``attention`` (the members' mean) and ``attention_model_<k>``; ``model=k``
+    gives member k's alone, with its branches.
+    """
     from acmil.geojson import attention_features
 
     result, _ = engine.predict(slide)
-    key = (result.key, top_k, object_type, legacy)
+    members = result.members or [result.prediction]
+    if model is not None:
+        result.scores(None, model)  # the range check, with its message
+    per_model = len(members) > 1 and model is None
+    attention = np.stack([m.mean_attention for m in members]) if per_model else members[model or 0].attention
+    key = (result.key, model, top_k, object_type, legacy)
     body = _attention_cache.get(key)
     if body is None:
         try:
@@ -77,10 +88,11 @@ def attention_geojson(
                 slide.slide_id,
                 result.coords,
                 result.patch_size_level0,
-                result.prediction.attention,
+                attention,
                 top_k=top_k,
                 object_type=object_type,
                 legacy=legacy,
+                rows="model" if per_model else "branch",
             )
         except ValueError as err:
             raise BadInput(f"slide {slide.slide_id!r}: {err}") from err

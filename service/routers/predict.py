@@ -14,10 +14,19 @@ from fastapi.responses import Response
 from acmil import __version__
 from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
 
-from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
+from ..dependencies import BranchDep, EngineDep, ModelDep, SettingsDep, SlideDep
 from ..engine import Engine, SlideResult
 from ..errors import BadInput, TooLarge
-from ..schemas import Attention, AttentionSummary, Health, ModelInfo, Prediction, TileScore, UploadPrediction
+from ..schemas import (
+    Attention,
+    AttentionSummary,
+    Health,
+    ModelInfo,
+    ModelMember,
+    Prediction,
+    TileScore,
+    UploadPrediction,
+)
 from ..uploads import decode_upload, limits_for, upload_stem
 
 router = APIRouter(tags=["predictions"])
@@ -31,8 +40,18 @@ def health(engine: EngineDep) -> Health:
 
 @router.get("/model", response_model=ModelInfo)
 def model_info(engine: EngineDep) -> ModelInfo:
-    """Classes, architecture, feature width and the provenance of the features it was trained on."""
+    """Classes, architecture, feature width and the provenance of the features it was trained on; of an
+    ensemble, the recipe its members share and each member."""
     card = engine.loaded.card
+    members = [
+        ModelMember(
+            checkpoint=m.path.name if m.path else "",
+            arch=m.card.arch,
+            n_branches=int(getattr(m.model, "n_branches", 1)),
+            temperature=m.temperature,
+        )
+        for m in engine.ensemble.members
+    ]
     encoder = dict(card.encoder)
     extra = dict(card.extra)
 
@@ -57,14 +76,19 @@ def model_info(engine: EngineDep) -> ModelInfo:
         checkpoint=engine.loaded.path.name if engine.loaded.path else "",
         temperature=engine.loaded.temperature,
         training_cohort=extra.get("training_cohort"),
+        ensemble_size=len(members),
+        members=members,
     )
 
 
-def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: int) -> dict:
-    """The fields of :class:`Prediction` from a slide result."""
+def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: int, model: int | None = None) -> dict:
+    """The fields of :class:`Prediction` from a slide result; top tiles by ``model``'s attention (None: the
+    model's, or an ensemble's mean)."""
     names = engine.loaded.card.class_names
     pred = result.prediction
-    scores = pred.mean_attention  # (N,)
+    scores = result.scores(None, model)  # (N,)
+    members = result.members or [pred]
+    attended = pred if model is None else members[model]
     k = min(top_k, scores.size)
     top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
     top = top[np.argsort(-scores[top], kind="stable")]
@@ -72,14 +96,19 @@ def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: i
     p = np.clip(scores.astype(np.float64), 1e-30, None)
     entropy = float(-(p * np.log(p)).sum() / np.log(n)) if n > 1 else 0.0
     branches = None
-    if pred.branch_probabilities is not None:
-        branches = [dict(zip(names, map(float, row), strict=True)) for row in pred.branch_probabilities]
+    if attended.branch_probabilities is not None:
+        branches = [dict(zip(names, map(float, row), strict=True)) for row in attended.branch_probabilities]
+    per_model = None
+    if len(members) > 1:
+        per_model = [dict(zip(names, map(float, m.probabilities), strict=True)) for m in members]
     return {
         "slide_id": result.slide_id,
         "predicted_class": names[pred.predicted],
         "predicted_index": pred.predicted,
         "probabilities": dict(zip(names, map(float, pred.probabilities), strict=True)),
         "branch_probabilities": branches,
+        "model_probabilities": per_model,
+        "attention_model": "mean" if model is None else str(model),
         "n_tiles": n,
         "patch_size_level0": result.patch_size_level0,
         "top_tiles": [
@@ -105,21 +134,31 @@ TopK = Annotated[int | None, Query(ge=1, le=1000, description="top-attended tile
 
 
 @router.get("/slides/{slide_id}/prediction", response_model=Prediction)
-def prediction(slide: SlideDep, engine: EngineDep, settings: SettingsDep, top_k: TopK = None) -> Prediction:
-    """Class probabilities, the predicted class and the top-attended tiles (cached per feature file)."""
+def prediction(
+    slide: SlideDep, engine: EngineDep, settings: SettingsDep, model: ModelDep, top_k: TopK = None
+) -> Prediction:
+    """Class probabilities, the predicted class and the top-attended tiles (cached per feature file).
+
+    Of an ensemble: the members' mean probabilities, each member's, and top tiles by the members' mean
+    attention or by member ``model=k``'s.
+    """
     result, cached = engine.predict(slide)
-    return Prediction(**build_prediction(engine, result, cached, top_k or settings.default_top_k))
+    return Prediction(**build_prediction(engine, result, cached, top_k or settings.default_top_k, model))
 
 
 @router.get("/slides/{slide_id}/attention", response_model=Attention)
-def attention(slide: SlideDep, engine: EngineDep, branch: BranchDep) -> Attention:
-    """Every tile's coords and attention: the mean over branches, or ``branch=i``."""
+def attention(slide: SlideDep, engine: EngineDep, branch: BranchDep, model: ModelDep) -> Attention:
+    """Every tile's coords and attention: the mean over branches, or ``branch=i``; of an ensemble, the mean
+    of its members' or member ``model=k``'s."""
     result, _ = engine.predict(slide)
-    scores = result.scores(branch)
+    scores = result.scores(branch, model)
+    members = result.members or [result.prediction]
     return Attention(
         slide_id=slide.slide_id,
         branch="mean" if branch is None else str(branch),
-        n_branches=int(result.prediction.attention.shape[0]),
+        model="mean" if model is None else str(model),
+        n_models=len(members),
+        n_branches=int((result.prediction if model is None else members[model]).attention.shape[0]),
         patch_size_level0=result.patch_size_level0,
         coords=result.coords.tolist(),
         scores=scores.astype(float).tolist(),
@@ -131,6 +170,7 @@ def heatmap(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
+    model: ModelDep,
     normalisation: Annotated[str, Query(pattern="^(log|rank|percentile|minmax)$")] = DEFAULT_NORMALISATION,
     colormap: Annotated[str, Query(max_length=64)] = DEFAULT_CMAP,
     alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
@@ -141,6 +181,7 @@ def heatmap(
     png = engine.heatmap_png(
         slide,
         branch,
+        model,
         max_size=max_size,
         cmap=colormap,
         alpha=alpha,

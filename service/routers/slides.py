@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
 
-from ..dependencies import BranchDep, EngineDep, SlideDep
+from ..dependencies import BranchDep, EngineDep, ModelDep, SlideDep
 from ..errors import NotFound, Unavailable
 from ..schemas import SlideMetadata, SlideSummary
 
@@ -73,15 +73,17 @@ def attention_dzi(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
+    model: ModelDep,
     colormap: Colormap = DEFAULT_CMAP,
     normalisation: Normalisation = DEFAULT_NORMALISATION,
     smoothing: Smoothing = DEFAULT_SMOOTHING,
 ) -> Response:
     """DeepZoom descriptor of the attention overlay: same size and tiling as ``slide.dzi``, PNG tiles.
 
-    Tiles come from ``attention_files/{level}/{col}_{row}.png`` with the same query options.
+    Tiles come from ``attention_files/{level}/{col}_{row}.png`` with the same query options. An ensemble's
+    overlay is its members' mean attention, or member ``model=k``'s.
     """
-    overlay = engine.overlay(slide, branch, colormap, normalisation, smoothing)
+    overlay = engine.overlay(slide, branch, colormap, normalisation, smoothing, model)
     return Response(overlay.get_dzi("png"), media_type=XML)
 
 
@@ -94,6 +96,7 @@ def attention_tile(
     slide: SlideDep,
     engine: EngineDep,
     branch: BranchDep,
+    model: ModelDep,
     level: int,
     tile: str,
     colormap: Colormap = DEFAULT_CMAP,
@@ -102,7 +105,7 @@ def attention_tile(
 ) -> Response:
     """One RGBA overlay tile, transparent where there is no tissue tile; aligned with the slide's tiles."""
     col, row = _address(tile, ("png",))
-    overlay = engine.overlay(slide, branch, colormap, normalisation, smoothing)
+    overlay = engine.overlay(slide, branch, colormap, normalisation, smoothing, model)
     return Response(engine.overlay_tile(overlay, level, col, row), media_type="image/png")
 
 
