@@ -82,6 +82,8 @@
     return { colormap: $("colormap-select").value, cutoff: Number($("cutoff-select").value) };
   }
 
+  function chosenModel() { return $("model-select").value; }  // "mean" or an ensemble member's index
+
   function overlayQuery() {
     const params = new URLSearchParams({
       branch: $("branch-select").value,
@@ -89,6 +91,7 @@
       normalisation: $("norm-select").value,
     });
     if ($("smooth-select").value !== "0") params.set("smoothing", $("smooth-select").value);
+    if (chosenModel() !== "mean") params.set("model", chosenModel());  // an ensemble member's attention
     return params.toString();
   }
 
@@ -217,10 +220,12 @@
     setStatus(`Loading ${slideId}…`);
     const id = encodeURIComponent(slideId);
     try {
-      const [meta, pred] = await Promise.all([getJSON(`/slides/${id}`), getJSON(`/slides/${id}/prediction`)]);
+      const [meta, pred] = await Promise.all([
+        getJSON(`/slides/${id}`), getJSON(`/slides/${id}/prediction?model=${chosenModel()}`)]);
       state.slide = slideId; state.meta = meta; state.prediction = pred;
       describeSlide(meta);
       renderPrediction(pred);
+      describeModel();
       describeBranch();
       renderGallery(pred, meta);
       const sources = [];
@@ -297,6 +302,32 @@
     $(id).addEventListener("change", () => { setLegend(); reloadOverlay(); });
   }
   $("branch-select").addEventListener("change", describeBranch);
+
+  function describeModel() {
+    // An ensemble's probabilities are its members' mean; say what the chosen member alone says.
+    const pred = state.prediction, m = chosenModel();
+    if (!pred || m === "mean" || !pred.model_probabilities) { $("model-choice-info").textContent = ""; return; }
+    const best = Object.entries(pred.model_probabilities[Number(m)]).sort((x, y) => y[1] - x[1])[0];
+    $("model-choice-info").textContent = `model ${m} alone says ${best[0]} (${(100 * best[1]).toFixed(1)}%)`;
+  }
+
+  // Choosing a member shows its attention (overlay and gallery) and its branches; the branches of
+  // different models are not the same heads, so the ensemble's mean has none to choose.
+  $("model-select").addEventListener("change", async () => {
+    const mean = chosenModel() === "mean";
+    $("branch-select").value = "mean";
+    $("branch-select").disabled = mean && state.model.ensemble_size > 1;
+    setLegend(); reloadOverlay();
+    if (!state.slide) return;
+    const id = encodeURIComponent(state.slide);
+    try {
+      const pred = await getJSON(`/slides/${id}/prediction?model=${chosenModel()}`);
+      if (encodeURIComponent(state.slide) !== id) return;  // another slide was chosen meanwhile
+      state.prediction = pred;
+      renderGallery(pred, state.meta);
+      describeModel(); describeBranch();
+    } catch (err) { setStatus(err.message, true); }
+  });
   $("slide-select").addEventListener("change", (e) => loadSlide(e.target.value));
 
   function describeCohort(cohort) {
@@ -313,8 +344,20 @@
     try {
       const [model, slides] = await Promise.all([getJSON("/model"), getJSON("/slides")]);
       state.model = model;
-      $("model-info").textContent = `${model.arch} · ${model.class_names.join(" / ")} · ${model.checkpoint}`;
+      const members = model.members || [];
+      const named = members.length > 1 ? `ensemble of ${members.length}: ${members.map((m) => m.checkpoint).join(", ")}`
+        : model.checkpoint;
+      $("model-info").textContent = `${model.arch} · ${model.class_names.join(" / ")} · ${named}`;
       describeCohort(model.training_cohort);
+      if (members.length > 1) {
+        members.forEach((m, k) => {
+          const option = document.createElement("option");
+          option.value = String(k); option.textContent = `model ${k} (${m.checkpoint})`;
+          $("model-select").appendChild(option);
+        });
+        $("model-row").hidden = false;
+        $("branch-select").disabled = true;  // until a member is chosen
+      }
       for (let b = 0; b < model.n_branches && model.n_branches > 1; b++) {
         const option = document.createElement("option");
         option.value = String(b); option.textContent = `branch ${b}`;

@@ -99,22 +99,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(service_data):
-    """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
+def _serve(service_data, checkpoints: list[Path]):
+    """``acmil serve`` of ``checkpoints`` in a subprocess on a free loopback port, with an API key; yields its
+    base URL."""
     import subprocess
     import sys
 
     port = _free_port()
     env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
     log = service_data["root"] / f"server-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "acmil",
-        "serve",
-        "--checkpoint",
-        str(service_data["checkpoint"]),
+    command = [sys.executable, "-m", "acmil", "serve"]
+    for checkpoint in checkpoints:
+        command += ["--checkpoint", str(checkpoint)]
+    command += [
         "--features",
         str(service_data["features"]),
         "--slides",
@@ -140,3 +137,21 @@ def live_server(service_data):
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(service_data):
+    """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
+    yield from _serve(service_data, [service_data["checkpoint"]])
+
+
+@pytest.fixture(scope="session")
+def second_checkpoint(service_data) -> Path:
+    """A second model of the service tests' recipe, trained with another seed (an ensemble's second member)."""
+    return train_checkpoint(service_data["root"] / "model_seed1.ckpt", seed=1)
+
+
+@pytest.fixture(scope="session")
+def live_ensemble_server(service_data, second_checkpoint):
+    """Like ``live_server``, serving the ensemble of the two checkpoints."""
+    yield from _serve(service_data, [service_data["checkpoint"], second_checkpoint])

@@ -12,19 +12,12 @@ import shutil
 
 import numpy as np
 import pytest
-from service_helpers import train_checkpoint
 
 from acmil.checkpoint import load_model, save_model
 from acmil.features import read_features
 from acmil.inference import predict_bag
 
 API = "/api/v1"
-
-
-@pytest.fixture(scope="module")
-def second_checkpoint(service_data):
-    """A second model of the same recipe, trained with another seed."""
-    return train_checkpoint(service_data["root"] / "model_seed1.ckpt", seed=1)
 
 
 @pytest.fixture(scope="module")
