@@ -4,11 +4,16 @@ Each slide is preprocessed with the checkpoint's recipe (:func:`acmil.preprocess
 into a cache ``OUT/cache/<recipe_hash>/<content_hash>/features/<slide_id>.h5`` keyed by the slide's content
 and the recipe, so a rerun is instant; then ``OUT/predictions.csv`` and ``OUT/heatmaps/<slide_id>.png``.
 One bad slide fails alone (a line on stderr, a row in ``OUT/failures.csv``, exit code 1).
+
+Several checkpoints of one recipe (:mod:`acmil.ensemble`) predict their mean probabilities; each member's
+attention is written too: ``OUT/heatmaps/<slide_id>_model<k>.png`` and ``OUT/attention/<slide_id>.geojson``
+(QuPath measurements ``attention``, the members' mean, and ``attention_model_<k>``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -16,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from acmil.atomic import atomic_path, write_csv
-from acmil.checkpoint import LoadedModel, load_model
-from acmil.features import read_features
-from acmil.inference import BagPrediction, predict_bag
+from acmil.checkpoint import LoadedModel
+from acmil.ensemble import Ensemble, load_ensemble
+from acmil.features import SlideFeatures, read_features
+from acmil.inference import BagPrediction
 from acmil.recipe import recipe_hash
 
 CHUNK = 4 * 1024 * 1024
@@ -57,18 +65,34 @@ def cached_features(
     )
 
 
-def write_heatmap(features_path: Path, prediction: BagPrediction, target: Path) -> Path:
-    """The mean-attention heatmap of one slide on a white canvas, written atomically."""
+def write_heatmap(features: Path | SlideFeatures, prediction: BagPrediction | np.ndarray, target: Path) -> Path:
+    """The heatmap of one slide on a white canvas, written atomically: of a prediction's mean attention, or
+    of scores (N,) (an ensemble member's)."""
     from acmil.heatmap import render_heatmap
 
-    feats = read_features(features_path)
+    feats = read_features(features) if isinstance(features, Path) else features
+    scores = prediction.mean_attention if isinstance(prediction, BagPrediction) else prediction
     size0 = (int(feats.coord_attrs.get("level0_width", 0)), int(feats.coord_attrs.get("level0_height", 0)))
     if not all(size0):
         size0 = tuple(int(v) for v in feats.coords.max(axis=0) + (feats.patch_size_level0 or 1))
-    image = render_heatmap(feats.coords, prediction.mean_attention, feats.patch_size_level0 or 1, size0)
+    image = render_heatmap(feats.coords, scores, feats.patch_size_level0 or 1, size0)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG")
+    return target
+
+
+def write_attention_geojson(feats: SlideFeatures, member_attention: np.ndarray, target: Path) -> Path:
+    """An ensemble's attention per tile as QuPath GeoJSON: ``attention`` (the members' mean) and
+    ``attention_model_<k>`` (member k's, over its branches); member_attention (K, N)."""
+    from acmil.geojson import attention_features
+
+    collection = attention_features(
+        feats.slide_id, feats.coords, feats.patch_size_level0 or 1, member_attention, rows="model"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text(json.dumps(collection), encoding="utf-8")
     return target
 
 
@@ -81,16 +105,21 @@ class SlidesPrediction:
 
 
 def predict_slides(
-    checkpoint: str | Path,
+    checkpoint: str | Path | list[str | Path],
     slides: str,
     out: str | Path,
     device: str = "cpu",
     weights_file: str | None = None,
     heatmaps: bool = True,
     log: Callable[[str], None] | None = None,
-    loaded: LoadedModel | None = None,
+    loaded: LoadedModel | Ensemble | None = None,
+    per_model: bool = False,
 ) -> SlidesPrediction:
-    """Preprocess (cached) and predict every slide of ``slides`` (a folder, a file, a comma list or a CSV)."""
+    """Preprocess (cached) and predict every slide of ``slides`` (a folder, a file, a comma list or a CSV).
+
+    ``checkpoint``: one, or a list (files, run or cv directories) forming an ensemble (mean probabilities,
+    per-model heatmaps and GeoJSON; ``per_model`` adds each model's probabilities as m<k>_prob_<class>).
+    Raises EnsembleMismatch for checkpoints that cannot be averaged."""
     from acmil.preprocessing.api import recipe_encoder
     from acmil.preprocessing.discover import discover
 
@@ -99,9 +128,11 @@ def predict_slides(
     say = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = loaded or load_model(checkpoint, map_location="cpu")
-    model = loaded.model.to(device)
-    recipe, names = dict(loaded.card.encoder), loaded.card.class_names
+    if loaded is None:
+        loaded = load_ensemble(checkpoint if isinstance(checkpoint, list) else [checkpoint], map_location="cpu")
+    ensemble = (loaded if isinstance(loaded, Ensemble) else Ensemble([loaded])).to(device)
+    recipe, names, k_models = dict(ensemble.card.encoder), ensemble.class_names, len(ensemble.members)
+    per_model = per_model and k_models > 1
     sources = [s for part in str(slides).split(",") if part for s in discover(part)]
     if not sources:
         raise FileNotFoundError(f"{slides}: no slides found")
@@ -130,13 +161,24 @@ def predict_slides(
             path = cached_features(src.path, sid, recipe, out / "cache", encoder, progress)
             progress("predicting", 0, 0)
             feats = read_features(path)
-            if feats.dim != loaded.card.in_dim:
-                raise ValueError(f"{path}: {feats.dim}-d features, the model expects {loaded.card.in_dim}-d")
-            pred = predict_bag(model, feats.features, loaded.temperature)
-            result.rows += prediction_rows([sid], pred.probabilities[None], names)
+            if feats.dim != ensemble.in_dim:
+                raise ValueError(f"{path}: {feats.dim}-d features, the model expects {ensemble.in_dim}-d")
+            pred = ensemble.predict(feats.features)
+            row = prediction_rows([sid], pred.probabilities[None], names)[0]
+            if per_model:
+                row |= {
+                    f"m{k}_prob_{c}": f"{float(p):.6f}"
+                    for k, probs in enumerate(pred.member_probabilities)
+                    for c, p in zip(names, probs, strict=True)
+                }
+            result.rows.append(row)
             if heatmaps:
                 progress("heatmap", 0, 0)
-                write_heatmap(path, pred, out / "heatmaps" / f"{sid}.png")
+                write_heatmap(feats, pred.mean_attention, out / "heatmaps" / f"{sid}.png")
+                for k, scores in enumerate(pred.member_attention if k_models > 1 else []):
+                    write_heatmap(feats, scores, out / "heatmaps" / f"{sid}_model{k}.png")
+            if k_models > 1:
+                write_attention_geojson(feats, pred.member_attention, out / "attention" / f"{sid}.geojson")
             progress("done", 0, 0)
             stages["total"] = time.perf_counter() - t0
             result.seconds[sid] = stages
@@ -145,6 +187,8 @@ def predict_slides(
             result.failures[sid] = message
             say(f"[{i}/{len(sources)}] {sid}: FAILED {message}")
     fields = ["slide_id", "predicted"] + [f"prob_{c}" for c in names]
+    if per_model:
+        fields += [f"m{k}_prob_{c}" for k in range(k_models) for c in names]
     write_csv(result.csv, result.rows, fields)
     if result.failures:
         write_csv(

@@ -38,3 +38,41 @@ def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):
     assert [r["prob_tumour"] for r in csv.DictReader((out / "predictions.csv").open())] == [
         r["prob_tumour"] for r in rows
     ]
+
+
+def test_predict_slides_with_an_ensemble_writes_each_models_attention(recipe_run, tmp_path):
+    """Two checkpoints of one recipe: mean probabilities, and each member's heatmap and GeoJSON attention,
+    checked against each member's own prediction of the cached feature file."""
+    import json
+
+    import numpy as np
+    from jobs_helpers import make_checkpoint
+    from PIL import Image
+
+    from acmil.checkpoint import load_model
+    from acmil.features import read_features
+    from acmil.inference import predict_bag
+    from acmil.predict_slides import predict_slides
+
+    second = make_checkpoint(tmp_path / "seed1.ckpt", recipe_run["recipe"], seed=1)
+    make_slide(tmp_path / "slides" / "s1.tif", seed=21)
+    out = tmp_path / "out"
+    done = predict_slides([recipe_run["checkpoint"], second], str(tmp_path / "slides"), out, per_model=True)
+    assert not done.failures, done.failures
+    feats = read_features(next((out / "cache").glob("*/*/features/s1.h5")))
+    own = []
+    for ckpt in (recipe_run["checkpoint"], second):
+        loaded = load_model(ckpt)
+        own.append(predict_bag(loaded.model, feats.features, loaded.temperature))
+    assert not np.allclose(own[0].mean_attention, own[1].mean_attention)
+    row = next(csv.DictReader((out / "predictions.csv").open()))
+    mean = np.mean([p.probabilities for p in own], axis=0)
+    np.testing.assert_allclose([float(row["prob_normal"]), float(row["prob_tumour"])], mean, atol=1e-5)
+    np.testing.assert_allclose(float(row["m1_prob_tumour"]), own[1].probabilities[1], atol=1e-5)
+    tiles = json.loads((out / "attention" / "s1.geojson").read_text())["features"]
+    for k in (0, 1):
+        got = [t["properties"]["measurements"][f"attention_model_{k}"] for t in tiles]
+        np.testing.assert_allclose(got, own[k].mean_attention, atol=1e-6)
+    pictures = [np.asarray(Image.open(out / "heatmaps" / f"s1{s}.png")) for s in ("", "_model0", "_model1")]
+    assert all(p.shape == pictures[0].shape for p in pictures)
+    assert not np.array_equal(pictures[1], pictures[2])  # each member's own attention, not the mean twice
