@@ -84,3 +84,25 @@ def test_a_cuda_device_without_cuda_is_a_clear_error(make_settings):
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         with TestClient(create_app(make_settings(device="cuda"))):
             pass
+
+
+def test_serve_and_worker_options_round_trip_through_a_config_file(capsys, service_data, tmp_path):
+    """The acmil.command shape: --print_config writes YAML that --config reads back to the same options."""
+    import pytest
+
+    from acmil.command import config_from
+    from acmil.service.cli import serve_config
+    from acmil.service.jobs_cli import WorkerConfig, build_worker_parser
+
+    argv = ["--checkpoint", str(service_data["checkpoint"]), "--features", str(service_data["features"])]
+    argv += ["--port", "8123", "--no-embedded-worker", "--cors-origin", "http://a", "--max-slide-gb", "2"]
+    given = serve_config(build_parser().parse_args(argv))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--print_config"])
+    (tmp_path / "serve.yaml").write_text(capsys.readouterr().out)
+    again = serve_config(build_parser().parse_args(["--config", str(tmp_path / "serve.yaml")]))
+    assert again == given and again.port == 8123 and again.embedded_worker is False
+    assert again.checkpoint == [service_data["checkpoint"]] and again.cors_origin == ["http://a"]
+    (tmp_path / "worker.yaml").write_text("queue: redis://h:6379/0\ndevice: cuda:1\n")
+    worker = config_from(build_worker_parser().parse_args(["--config", str(tmp_path / "worker.yaml")]), WorkerConfig)
+    assert worker == WorkerConfig(queue="redis://h:6379/0", device="cuda:1")
