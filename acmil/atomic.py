@@ -8,6 +8,7 @@ import csv
 import errno
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,30 @@ def write_error(path: str | os.PathLike, err: OSError) -> AtomicWriteError:
     return wrapped
 
 
+PARTIAL_SUFFIX = ".partial"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<8 hex>.partial`` (hidden, and never a final name)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+
+
+def leftovers(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of ``path`` (named by :func:`temp_path`) that a killed writer left in its folder.
+
+    The name is matched literally, never as a glob: the leftovers of ``*.h5`` are not those of ``a.h5``.
+    Delete them only when no live writer can own them (preprocessing holds the slide's lease).
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}")
+    try:
+        names = sorted(entry.name for entry in path.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [path.parent / name for name in names if pattern.fullmatch(name)]
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds, fsync it and rename it to ``path``.
@@ -50,7 +75,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     full, permission) is raised again as :class:`AtomicWriteError` naming ``path``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from acmil.atomic import temp_path
 from acmil.feature_checks import (
     FeatureFileError,
     ReadLimits,
@@ -31,7 +31,6 @@ from acmil.feature_checks import (
 )
 
 FORMAT_VERSION = 1
-PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass
@@ -321,7 +320,7 @@ class FeatureWriter:
         self.dim = int(dim)
         self.attrs = dict(attrs or {})
         self.coord_attrs = dict(coord_attrs or {})
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        self.tmp_path = temp_path(self.path)  # named as acmil.atomic names them: atomic.leftovers() finds it
         self.n_rows = 0
         self._h5: h5py.File | None = None
         try:

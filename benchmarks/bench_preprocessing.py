@@ -72,8 +72,10 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
 
     encoder = load_encoder(args.encoder, "random", device=device)
-    cfg = ExtractConfig(tiling=TilingParams(0.5, 256), batch_size=args.batch_size, workers=args.workers, qc=False)
-    src = SlideSource(slide_path, slide_path.stem)
+    cfg = ExtractConfig(
+        tiling=TilingParams(target_mpp=0.5, tile_size=256), batch_size=args.batch_size, workers=args.workers, qc=False
+    )
+    src = SlideSource(path=slide_path, slide_id=slide_path.stem)
 
     t0 = time.perf_counter()
     plan = plan_slide(src, cfg, encoder, work / "plan_only")

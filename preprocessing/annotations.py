@@ -19,6 +19,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from acmil.annotations import AnnotationError, find_annotation_file, parse_class
 from .tiling import TileGrid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegionFilter:
     """Which annotated regions decide the tiles (part of the extraction config)."""
 
@@ -64,14 +65,20 @@ def add_region_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--roi-min-overlap", type=float, default=0.5, help="area fraction of a tile inside the ROI")
 
 
-def region_filter_from_args(args: argparse.Namespace) -> RegionFilter | None:
-    """The filter the options describe, or None without ``--annotations``."""
+def region_filter_from_args(args: argparse.Namespace | Any) -> RegionFilter | None:
+    """The filter the options describe (parsed options, or a config with the same attribute names), or None
+    without ``--annotations``."""
     roi, exclude = parse_classes(args.roi_classes), parse_classes(args.exclude_classes)
     if args.annotations is None:
         if roi or exclude:
             raise ValueError("--roi-classes / --exclude-classes need --annotations DIR")
         return None
-    return RegionFilter(Path(args.annotations), tuple(roi), tuple(exclude), float(args.roi_min_overlap))
+    return RegionFilter(
+        annotations_dir=Path(args.annotations),
+        roi_classes=tuple(roi),
+        exclude_classes=tuple(exclude),
+        roi_min_overlap=float(args.roi_min_overlap),
+    )
 
 
 def region_digest(digest: str, regions: RegionFilter | None, slide_id: str) -> str:

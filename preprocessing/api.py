@@ -100,12 +100,12 @@ def recipe_config(recipe: dict[str, Any], batch_size: int = 32, workers: int = 1
     if isinstance(tissue, str):
         tissue = json.loads(tissue)
     tiling = TilingParams(
-        float(recipe["mpp_target"]),
-        int(recipe["tile_size"]),
-        int(recipe.get("overlap") or 0),
-        float(recipe.get("min_tissue", TilingParams.min_tissue)),
+        target_mpp=float(recipe["mpp_target"]),
+        tile_size=int(recipe["tile_size"]),
+        overlap=int(recipe.get("overlap") or 0),
+        min_tissue=float(recipe.get("min_tissue", TilingParams.min_tissue)),
     )
-    return ExtractConfig(TissueParams(**tissue), tiling, batch_size=batch_size, workers=workers, qc=False)
+    return ExtractConfig(tissue=TissueParams(**tissue), tiling=tiling, batch_size=batch_size, workers=workers, qc=False)
 
 
 class _ReportingExtractor(Extractor):
@@ -157,7 +157,7 @@ def preprocess_slide(
     (out_dir / "features").mkdir(parents=True, exist_ok=True)
     report("segmenting", 0, 0)
     extractor = _ReportingExtractor(encoder, cfg, out_dir, device, False, progress_cb=progress)
-    results = extractor.run([SlideSource(slide_path, slide_id, mpp)], n_slides=1)
+    results = extractor.run([SlideSource(path=slide_path, slide_id=slide_id, mpp=mpp)], n_slides=1)
     result = results[0]
     if result.status == "failed":
         raise ValueError(result.error if str(slide_path) in result.error else f"{slide_path}: {result.error}")

@@ -18,20 +18,22 @@ its ``h5_files/`` and ``pt_files/`` and read from ``h5_files/``). Recognised:
 µm/px is recorded from ``--mpp``, or from the slide itself when ``--slides`` holds it. Every output records
 ``converted_from`` (kind and file). Existing outputs are kept unless ``--overwrite``. ``--to trident|clam``
 writes the other way (see :mod:`acmil.preprocessing.convert_export`). Exit code 0 only when every input
-converted and at least one slide was written or already there.
+converted and at least one slide was written or already there. Takes ``--config FILE.yaml`` (keys: ``inputs``,
+``out``, ``patch_size_level0``, ...) and ``--print_config``; from Python: ``run_convert(ConvertConfig(...))``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acmil.atomic import write_csv
+from acmil.command import CommandParser, command_parser, config_from
 from acmil.features import FeatureFileError, SlideFeatures, infer_patch_size, write_features
 
 from .convert_export import TARGETS, export
@@ -143,8 +145,45 @@ def write_labels(out_dir: Path, labels: dict[str, Any]) -> Path:
     return write_csv(path, [rows[s] for s in sorted(rows)], fields)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class ConvertConfig:
+    """What ``acmil convert`` takes; each field is the option of the same name (``--patch-size-level0``)."""
+
+    inputs: list[Path]  # feature files or folders of them
+    out: Path
+    to: str = "acmil"  # acmil (format 1), trident or clam
+    encoder: str | None = None
+    patch_size_level0: int | None = None
+    mpp: float | None = None
+    slides: Path | None = None
+    coords: Path | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.inputs = [Path(p) for p in self.inputs]
+        self.out = Path(self.out)
+        self.slides = None if self.slides is None else Path(self.slides)
+        self.coords = None if self.coords is None else Path(self.coords)
+
+
+@dataclass(kw_only=True)
+class ConvertResult:
+    """What one ``run_convert`` did: slides written, kept (outputs already there), failures, the labels file."""
+
+    out: Path
+    written: list[str] = field(default_factory=list)  # slide ids written
+    kept: list[str] = field(default_factory=list)  # slide ids whose output existed (no --overwrite)
+    failures: list[str] = field(default_factory=list)  # one message per failed input or slide
+    labels_csv: Path | None = None  # OUT/labels.csv when an input carried slide labels
+
+    @property
+    def ok(self) -> bool:
+        """Every input converted (the command's exit code 0)."""
+        return not self.failures
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil convert", __doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", type=Path, help="feature files or folders of them")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
@@ -162,46 +201,58 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    n_ok, n_kept, failures, labels = 0, 0, [], {}
-    for path in _inputs(args.inputs, failures):
+def run_convert(config: ConvertConfig) -> ConvertResult:
+    """Convert every input into ``config.out``; a bad input becomes a failure message, never a crash.
+
+    ``result.failures`` also says "nothing converted" when no slide was written nor already there.
+    """
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    result = ConvertResult(out=out)
+    labels: dict[str, Any] = {}
+    for path in _inputs(config.inputs, result.failures):
         try:
-            items = _read(path, args.coords)
+            items = _read(path, config.coords)
         except EmptySlide as err:
             _note(f"skip {err}")
             continue
         except (FeatureFileError, OSError, KeyError, ValueError) as err:
-            failures.append(f"{path}: {err}" if str(path) not in str(err) else str(err))
+            result.failures.append(f"{path}: {err}" if str(path) not in str(err) else str(err))
             continue
         for item in items:
             sf = item.slide
             try:
                 if item.label is not None:
                     labels[sf.slide_id] = item.label
-                if args.to != "acmil":
-                    export(sf, args.to, args.out)
-                    n_ok += 1
+                if config.to != "acmil":
+                    export(sf, config.to, out)
+                    result.written.append(sf.slide_id)
                     continue
-                target = args.out / f"{sf.slide_id}.h5"
-                if target.exists() and not args.overwrite:
+                target = out / f"{sf.slide_id}.h5"
+                if target.exists() and not config.overwrite:
                     _note(f"skip {sf.slide_id}: {target} exists (--overwrite to replace)")
-                    n_kept += 1
+                    result.kept.append(sf.slide_id)
                     continue
-                mpp = args.mpp if args.mpp is not None else _slide_mpp(args.slides, sf.slide_id)
-                convert_one(sf, item.kind, path, args.out, args.encoder, args.patch_size_level0, mpp)
-                n_ok += 1
+                mpp = config.mpp if config.mpp is not None else _slide_mpp(config.slides, sf.slide_id)
+                convert_one(sf, item.kind, path, out, config.encoder, config.patch_size_level0, mpp)
+                result.written.append(sf.slide_id)
             except (FeatureFileError, OSError, KeyError, ValueError) as err:
-                failures.append(f"{path} ({sf.slide_id}): {err}")
+                result.failures.append(f"{path} ({sf.slide_id}): {err}")
     if labels:
-        _note(f"{len(labels)} slide label(s) written to {write_labels(args.out, labels)}")
-    if n_ok == 0 and n_kept == 0:
-        failures.append("nothing converted")
-    _note(f"{n_ok} slide(s) written to {args.out}, {len(failures)} input(s) failed")
-    for msg in failures:
+        result.labels_csv = write_labels(out, labels)
+        _note(f"{len(labels)} slide label(s) written to {result.labels_csv}")
+    if not result.written and not result.kept:
+        result.failures.append("nothing converted")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, print (stderr). Exit code 0 only when every input converted and a slide was written or kept."""
+    result = run_convert(config_from(build_parser().parse_args(argv), ConvertConfig))
+    _note(f"{len(result.written)} slide(s) written to {result.out}, {len(result.failures)} input(s) failed")
+    for msg in result.failures:
         print(f"  FAILED {msg}", file=sys.stderr)
-    return 0 if not failures else 1
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from acmil.geometry import SLIDE_EXTENSIONS
 
-from .extract import SlideSource
-from .slide import slide_id_of
+from .slide import SlideSource, slide_id_of
 
 
 def discover(slides: str | os.PathLike, pattern: str | None = None) -> list[SlideSource]:
@@ -29,14 +28,14 @@ def discover(slides: str | os.PathLike, pattern: str | None = None) -> list[Slid
     if root.is_file() and root.suffix.lower() == ".csv":
         sources = _from_csv(root)
     elif root.is_file():
-        sources = [SlideSource(root, slide_id_of(root))]
+        sources = [SlideSource(path=root, slide_id=slide_id_of(root))]
     else:
         if pattern:
             files = [p for p in root.glob(pattern) if p.is_file()]
         else:
             files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS]
         files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-        sources = [SlideSource(p, slide_id_of(p)) for p in files]
+        sources = [SlideSource(path=p, slide_id=slide_id_of(p)) for p in files]
     seen: dict[str, Path] = {}
     for s in sources:
         if s.slide_id in seen:
@@ -62,7 +61,8 @@ def _from_csv(path: Path) -> list[SlideSource]:
                 value = float(mpp) if mpp else None
             except ValueError:
                 raise ValueError(f"{path}: line {i}: mpp {mpp!r} is not a number") from None
-            out.append(SlideSource(p, (row.get("slide_id") or "").strip() or slide_id_of(p), value))
+            slide_id = (row.get("slide_id") or "").strip() or slide_id_of(p)
+            out.append(SlideSource(path=p, slide_id=slide_id, mpp=value))
     return out
 
 

@@ -24,8 +24,9 @@ from .dataset import ReadJob, make_loader
 from .encoders import Encoder
 from .lease import SlideLeases, remove_stale_partials
 from .manifest import SlideResult
-from .plan import ExtractConfig, SlidePlan, SlideSource, _tool_version, fail, plan_slide
+from .plan import ExtractConfig, SlidePlan, _tool_version, fail, plan_slide
 from .progress import Progress
+from .slide import SlideSource
 
 __all__ = ["ExtractConfig", "Extractor", "SlidePlan", "SlideSource", "encode_batch", "plan_slide"]  # plan re-exported
 

@@ -6,20 +6,21 @@ process dies (kill -9 included), so a lease never outlives its run and a leftove
 lease we hold is known to be stale. A run that finds a slide leased by another run defers it and, after its own
 work, waits for that lease: by then the slide is usually complete and is reported as skipped.
 
-Temporary files are matched by exact name (``.<slide_id>.<ext>.<8 hex>.partial``), never by a glob pattern built
-from the slide id: a slide named ``*`` must not match the files of other slides.
+A slide's leftover temporary files are found by the modules that write them (:func:`acmil.atomic.leftovers` for
+the feature file and the GeoJSON, :func:`.qc.qc_leftovers` for the picture), by exact name, never by a glob
+pattern built from the slide id: a slide named ``*`` must not match the files of other slides.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from acmil.atomic import leftovers
 from acmil.features import disk_error
 
-PARTIAL_EXTENSIONS = ("h5", "png", "geojson", "json")
+from .qc import qc_leftovers
 
 
 class SlideLeases:
@@ -43,18 +44,13 @@ class SlideLeases:
 
 
 def stale_partials(folder: Path, slide_id: str) -> list[Path]:
-    """Temporary files of ``slide_id`` in ``folder`` (this slide's only: the id is matched literally).
-
-    Matches ``.<id>.<ext>.<8 hex>.partial`` (FeatureWriter and acmil.atomic) and the older QC form
-    ``.<id>.png.<pid>.partial.png``.
-    """
-    ext = "|".join(PARTIAL_EXTENSIONS)
-    pattern = re.compile(rf"\.{re.escape(slide_id)}\.(?:(?:{ext})\.[0-9a-f]{{8}}\.partial|png\.\d+\.partial\.png)")
-    try:
-        names = [entry.name for entry in Path(folder).iterdir()]
-    except FileNotFoundError:
-        return []
-    return [Path(folder) / name for name in names if pattern.fullmatch(name)]
+    """Temporary files of ``slide_id``'s outputs (``<id>.h5``, ``<id>.png``, ``<id>.geojson``) in ``folder``."""
+    folder = Path(folder)
+    return [
+        *leftovers(folder / f"{slide_id}.h5"),
+        *qc_leftovers(folder / f"{slide_id}.png"),
+        *leftovers(folder / f"{slide_id}.geojson"),
+    ]
 
 
 def remove_stale_partials(out: Path, slide_id: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from acmil.atomic import atomic_path
+from acmil.atomic import write_csv
 from acmil.features import disk_error
 
 
@@ -67,11 +67,7 @@ def update_manifest(path: str | os.PathLike, results: list[SlideResult]) -> None
             rows = {r["slide_id"]: r for r in read_manifest(path)}
             for res in results:
                 rows[res.slide_id] = res.row()
-            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                for sid in sorted(rows):
-                    writer.writerow({c: rows[sid].get(c, "") for c in COLUMNS})
+            write_csv(path, [rows[sid] for sid in sorted(rows)], COLUMNS)  # missing columns: empty
     except OSError as err:
         raise disk_error(err, path) from err
 

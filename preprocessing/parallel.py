@@ -86,7 +86,9 @@ def run_on_devices(
         if sid not in done:
             dev = taken.get(sid)
             why = f"the process for {dev} exited with code {codes[dev]}" if dev else "no device process was left"
-            res = SlideResult(sid, str(src.path), "failed", error=f"{src.path}: not processed: {why}")
+            res = SlideResult(
+                slide_id=sid, path=str(src.path), status="failed", error=f"{src.path}: not processed: {why}"
+            )
             done[sid] = res
             on_result(res)
     return [done[s.slide_id] for s in sources]

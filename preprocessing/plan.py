@@ -21,21 +21,12 @@ from .dataset import ReadJob
 from .encoders import Encoder
 from .manifest import SlideResult
 from .qc import QC_LONG_SIDE, QCLabel, draw_qc, qc_figure, save_png, save_qc_geojson
-from .slide import Slide, open_slide
+from .slide import Slide, SlideSource, open_slide
 from .tiling import TileGrid, TilingParams, plan_tiles
 from .tissue import TissueParams, segment_tissue
 
 
-@dataclass(frozen=True)
-class SlideSource:
-    """A slide to process: its file, id, and an optional per-slide MPP override."""
-
-    path: Path
-    slide_id: str
-    mpp: float | None = None
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractConfig:
     """Everything but the encoder that decides what a feature file contains, plus how to run."""
 
@@ -109,16 +100,16 @@ class SlidePlan:
         # planning time + encoding time (not the time spent queued behind the previous slide)
         busy = time.perf_counter() - (self.first_batch or time.perf_counter())
         return SlideResult(
-            self.source.slide_id,
-            str(self.source.path),
-            status,
-            len(self.grid) if status == "ok" else 0,
-            self.tissue_mm2,
-            self.slide.mpp,
-            self.grid.read_level,
-            self.plan_seconds + busy,
-            error,
-            self.params_hash,
+            slide_id=self.source.slide_id,
+            path=str(self.source.path),
+            status=status,
+            n_tiles=len(self.grid) if status == "ok" else 0,
+            tissue_mm2=self.tissue_mm2,
+            mpp=self.slide.mpp,
+            read_level=self.grid.read_level,
+            seconds=self.plan_seconds + busy,
+            error=error,
+            params_hash=self.params_hash,
         )
 
     def release(self) -> None:
@@ -129,7 +120,12 @@ class SlidePlan:
 
 def fail(source: SlideSource, err: BaseException | str, t0: float, **kw) -> SlideResult:
     return SlideResult(
-        source.slide_id, str(source.path), "failed", seconds=time.perf_counter() - t0, error=str(err), **kw
+        slide_id=source.slide_id,
+        path=str(source.path),
+        status="failed",
+        seconds=time.perf_counter() - t0,
+        error=str(err),
+        **kw,
     )
 
 
@@ -142,16 +138,15 @@ def _resume(source: SlideSource, slide: Slide, final: Path, digest: str, t0: flo
     if meta.attrs.get("params_hash") != digest:
         return None
     return SlideResult(
-        source.slide_id,
-        str(source.path),
-        "skipped",
-        meta.n_patches,
-        float(meta.attrs.get("tissue_mm2", 0.0)),
-        slide.mpp,
-        meta.attrs.get("read_level"),
-        time.perf_counter() - t0,
-        "",
-        digest,
+        slide_id=source.slide_id,
+        path=str(source.path),
+        status="skipped",
+        n_tiles=meta.n_patches,
+        tissue_mm2=float(meta.attrs.get("tissue_mm2", 0.0)),
+        mpp=slide.mpp,
+        read_level=meta.attrs.get("read_level"),
+        seconds=time.perf_counter() - t0,
+        params_hash=digest,
     )
 
 
@@ -195,13 +190,13 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         grid, regions_record = apply_regions(grid, cfg.regions, source.slide_id, dims)
         if cfg.qc:
             label = QCLabel(
-                source.slide_id,
-                slide.mpp,
-                slide.mpp_source,
-                len(grid),
-                cfg.tiling.tile_size,
-                cfg.tiling.target_mpp,
-                tissue_mm2,
+                slide_id=source.slide_id,
+                mpp=slide.mpp,
+                mpp_source=slide.mpp_source,
+                n_tiles=len(grid),
+                tile_size=cfg.tiling.tile_size,
+                target_mpp=cfg.tiling.target_mpp,
+                tissue_mm2=tissue_mm2,
             )
             overlay = draw_qc(qc_base, mask, grid.coords, grid.patch_size_level0, dims)
             save_png(out / "qc" / f"{source.slide_id}.png", qc_figure(overlay, label))
@@ -219,16 +214,16 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
             )
         out_size = encoder.input_size or cfg.tiling.tile_size
         return SlidePlan(
-            source,
-            slide,
-            grid,
-            dims,
-            tissue_mm2,
-            digest,
-            t0,
-            cfg.batch_size,
-            out_size,
-            time.perf_counter() - t0,
+            source=source,
+            slide=slide,
+            grid=grid,
+            dims=dims,
+            tissue_mm2=tissue_mm2,
+            params_hash=digest,
+            t0=t0,
+            batch_size=cfg.batch_size,
+            out_size=out_size,
+            plan_seconds=time.perf_counter() - t0,
             extra={"annotations": regions_record} if regions_record else {},
         )
     except DiskFullError:
@@ -237,4 +232,4 @@ def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: P
         return fail(source, err, t0)
 
 
-__all__ = ["ExtractConfig", "SlidePlan", "SlideSource", "TilingParams", "fail", "params_hash", "plan_slide"]
+__all__ = ["ExtractConfig", "SlidePlan", "TilingParams", "fail", "params_hash", "plan_slide"]

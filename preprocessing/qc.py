@@ -8,13 +8,14 @@ Three separate steps, each a pure function of arrays except the last: :func:`dra
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from acmil.atomic import atomic_path
+from acmil.atomic import atomic_path, leftovers
 from acmil.features import disk_error
 
 from .tissue import tissue_contours
@@ -24,7 +25,7 @@ TILE_RGB = (40, 90, 230)
 CONTOUR_RGB = (0, 200, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QCLabel:
     """What the QC title says about the slide."""
 
@@ -132,6 +133,18 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     except OSError as err:
         raise disk_error(err, path) from err
     return path
+
+
+def qc_leftovers(png: str | os.PathLike) -> list[Path]:
+    """The temporary files a killed run left of the QC picture ``png``: those of :func:`save_png` (named by
+    acmil.atomic) and the older ``.<name>.<pid>.partial.png``; the name is matched literally."""
+    png = Path(png)
+    older = re.compile(rf"\.{re.escape(png.name)}\.\d+\.partial\.png")
+    try:
+        names = sorted(entry.name for entry in png.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    return leftovers(png) + [png.parent / name for name in names if older.fullmatch(name)]
 
 
 def save_qc_geojson(

@@ -17,6 +17,7 @@ the slide and says how to supply one.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NewType
 
@@ -27,6 +28,15 @@ from acmil.geometry import MPP_RANGE, plausible_mpp
 # Units in names (STAMP-style): level-0 pixels vs micrometres per pixel.
 SlidePixels = NewType("SlidePixels", int)
 MPP = NewType("MPP", float)  # micrometres per level-0 pixel
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """A slide to process: its file, id, and an optional per-slide MPP override (what discovery finds)."""
+
+    path: Path
+    slide_id: str
+    mpp: float | None = None
 
 
 class SlideError(ValueError):

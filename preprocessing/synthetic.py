@@ -50,6 +50,7 @@ import tifffile
 from PIL import Image, PngImagePlugin
 
 from acmil import geometry
+from acmil.atomic import atomic_path
 
 MASK_DOWNSAMPLE = 16  # level-0 pixels per mask pixel (also the resolution of the generating fields)
 TILE = 256  # TIFF tile side; also the rendering unit
@@ -216,15 +217,13 @@ def _write_tiff(path: Path, renderer: _Renderer, width: int, height: int, mpp: f
     common = dict(
         tile=(TILE, TILE), photometric="rgb", compression=comp, compressionargs=args, resolutionunit="CENTIMETER"
     )
-    tmp = path.with_name(f".{path.name}.partial")
-    with tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31) as tif:
         tif.write(tiles(), shape=(height, width, 3), dtype=np.uint8, resolution=(res_cm, res_cm), **common)
         for d in downs[1:]:
             level = (
                 small if d == 4 else cv2.resize(small, (-(-width // d), -(-height // d)), interpolation=cv2.INTER_AREA)
             )
             tif.write(level, subfiletype=1, resolution=(res_cm / d, res_cm / d), **common)
-    os.replace(tmp, path)
 
 
 def generate_slide(

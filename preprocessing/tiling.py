@@ -16,7 +16,7 @@ import numpy as np
 from acmil.geometry import box_coverage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TilingParams:
     """Tiling settings (recorded in each feature file)."""
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TissueParams:
     """Segmentation settings (all recorded in each feature file as ``tissue_params``)."""
 

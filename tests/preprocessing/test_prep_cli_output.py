@@ -87,6 +87,14 @@ def test_qc_figure_text(tmp_path):
     mask[10:50, 20:80] = True
     overlay = draw_qc(thumb, mask, np.array([[0, 0], [512, 0]]), 512, (4000, 2400))
     assert max(overlay.shape[:2]) >= 1024
-    label = QCLabel("Biopsy 7 (ü)", 0.2527, "openslide.mpp", 2, 256, 0.5, 1.234)
+    label = QCLabel(
+        slide_id="Biopsy 7 (ü)",
+        mpp=0.2527,
+        mpp_source="openslide.mpp",
+        n_tiles=2,
+        tile_size=256,
+        target_mpp=0.5,
+        tissue_mm2=1.234,
+    )
     picture = qc_figure(overlay, label)
     assert picture.shape[1] == overlay.shape[1] and picture.shape[0] > overlay.shape[0]

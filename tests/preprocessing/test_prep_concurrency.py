@@ -100,3 +100,19 @@ def test_two_runs_on_one_output_split_the_slides(tmp_path, fast_args):
     for r in rows:
         assert read_features(out / "features" / f"{r['slide_id']}.h5").n_patches > 0
     assert not [p for p in out.rglob("*") if "partial" in p.name]
+
+
+def test_each_writer_names_its_own_leftovers(tmp_path):
+    """The feature writer's temporary file is one acmil.atomic.leftovers finds; a finished write leaves none."""
+    import numpy as np
+
+    from acmil.atomic import leftovers, write_json
+    from acmil.features import FeatureWriter
+
+    writer = FeatureWriter(tmp_path / "s.h5", dim=4)
+    writer.append(np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64))
+    assert leftovers(tmp_path / "s.h5") == [writer.tmp_path] and leftovers(tmp_path / "s") == []
+    assert stale_partials(tmp_path, "s") == [writer.tmp_path]
+    writer.close()
+    write_json(tmp_path / "s.geojson", {})
+    assert leftovers(tmp_path / "s.h5") == [] and stale_partials(tmp_path, "s") == []

@@ -304,3 +304,24 @@ def test_export_to_trident_and_clam_reads_back_with_their_layout(tmp_path, capsy
     assert np.array_equal(slide.features, _feats(6)) and np.array_equal(slide.coords, coords)
     assert slide.coord_attrs["patch_size_level0"] == 448 and "patch_size_level0_inferred" not in slide.coord_attrs
     assert (slide.coord_attrs["level0_width"], slide.coord_attrs["level0_height"]) == (2000, 1500)
+
+
+def test_run_convert_by_keyword_and_print_config_round_trip(tmp_path, capsys):
+    from acmil.command import config_from
+    from acmil.preprocessing.convert import ConvertConfig, build_parser, run_convert
+
+    feats = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+    with h5py.File(tmp_path / "clam_a.h5", "w") as h5:
+        h5["features"], h5["coords"] = feats, _grid(4)
+    config = ConvertConfig(inputs=[tmp_path / "clam_a.h5"], out=tmp_path / "o", patch_size_level0=512, mpp=0.5)
+    result = run_convert(config)
+    assert result.ok and result.written == ["clam_a"] and result.kept == [] and result.labels_csv is None
+    assert read_features(tmp_path / "o" / "clam_a.h5").attrs["mpp_level0"] == 0.5
+    assert run_convert(config).kept == ["clam_a"]  # already there, no --overwrite
+
+    argv = [str(tmp_path / "clam_a.h5"), "--out", str(tmp_path / "o"), "--patch-size-level0", "512", "--mpp", "0.5"]
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*argv, "--print_config"])
+    assert info.value.code == 0
+    (tmp_path / "c.yaml").write_text(capsys.readouterr().out)
+    assert config_from(build_parser().parse_args(["--config", str(tmp_path / "c.yaml")]), ConvertConfig) == config

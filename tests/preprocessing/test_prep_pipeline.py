@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,39 @@ def test_slide_ids_from_a_csv_that_differ_from_the_file_names(syn_cohort, tmp_pa
     assert _run(slides, tmp_path / "out", *fast_args, "--workers", "0") == 0
     assert _manifest(tmp_path / "out")["case_17_block_B"]["status"] == "ok"
     assert (tmp_path / "out" / "features" / "case_17_block_B.h5").is_file()
+
+
+def test_run_preprocess_by_keyword_returns_each_slides_outcome(syn_cohort, tmp_path):
+    """The Python entry point (what the demo calls): a config by keyword in, per-slide outcomes and counts out."""
+    from acmil.preprocessing.cli import NoSlidesError, PreprocessConfig, run_preprocess
+
+    source = sorted((syn_cohort / "slides").glob("*.tif"))[0]
+    (tmp_path / "not_a_slide.tif").write_bytes(b"not a tiff")
+    slides = tmp_path / "in.csv"
+    slides.write_text(f"path,slide_id\n{source},good\n{tmp_path / 'not_a_slide.tif'},bad\n")
+    config = PreprocessConfig(
+        slides=slides,
+        out=tmp_path / "out",
+        encoder="resnet18",
+        weights="random",
+        resize="none",
+        tile_size=64,
+        target_mpp=2.0,
+        batch_size=16,
+        progress="none",
+        qc=False,
+        workers=0,
+    )
+    result = run_preprocess(config)
+    by_id = {r.slide_id: r for r in result.slides}
+    assert result.counts == {"ok": 1, "skipped": 0, "failed": 1} and not result.ok  # exit code 1
+    assert by_id["good"].n_tiles > 0 and result.n_tiles == by_id["good"].n_tiles
+    assert result.feature_path("good").is_file() and not result.feature_path("bad").exists()
+    assert "not_a_slide.tif" in by_id["bad"].error and "FAILED bad" in result.summary()
+    assert _manifest(result.out)["good"]["status"] == "ok" and result.manifest == tmp_path / "out" / "manifest.csv"
+    slides.write_text(f"path,slide_id\n{source},good\n")
+    again = run_preprocess(config)
+    assert again.ok and again.counts["skipped"] == 1 and again.n_tiles == 0  # resumed: nothing re-encoded
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoSlidesError, match="no slides found"):
+        run_preprocess(dataclasses.replace(config, slides=tmp_path / "empty"))

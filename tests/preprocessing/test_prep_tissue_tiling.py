@@ -51,7 +51,7 @@ def test_choose_level():
 
 
 def test_grid_at_exact_resolution():
-    grid = plan_tiles((2220, 2967), (1.0,), 0.499, TilingParams(0.5, 256))
+    grid = plan_tiles((2220, 2967), (1.0,), 0.499, TilingParams(target_mpp=0.5, tile_size=256))
     assert grid.patch_size_level0 == pytest.approx(256 * 0.5 / 0.499)
     assert grid.read_level == 0 and grid.read_size == 257
     assert len(grid) == 8 * 11
@@ -63,7 +63,7 @@ def test_grid_at_exact_resolution():
 
 
 def test_grid_reads_from_coarser_level_and_overlaps():
-    grid = plan_tiles((4096, 4096), (1.0, 4.0, 16.0), 0.25, TilingParams(2.0, 128, overlap=64))
+    grid = plan_tiles((4096, 4096), (1.0, 4.0, 16.0), 0.25, TilingParams(target_mpp=2.0, tile_size=128, overlap=64))
     assert grid.read_level == 1 and grid.read_size == 256  # 128 px at 2 µm/px = 1024 level-0 px
     assert grid.stride_level0 == pytest.approx(512)
     assert len(grid) == 7 * 7
@@ -72,13 +72,13 @@ def test_grid_reads_from_coarser_level_and_overlaps():
 def test_grid_keeps_tissue_tiles_only():
     mask = np.zeros((40, 40), bool)  # one mask px = 10 level-0 px
     mask[:20, :20] = True
-    grid = plan_tiles((400, 400), (1.0,), 1.0, TilingParams(1.0, 100, min_tissue=0.5), mask)
+    grid = plan_tiles((400, 400), (1.0,), 1.0, TilingParams(target_mpp=1.0, tile_size=100, min_tissue=0.5), mask)
     assert sorted(map(tuple, grid.coords.tolist())) == [(0, 0), (0, 100), (100, 0), (100, 100)]
     assert np.allclose(grid.tissue_fraction, 1.0)
-    none = plan_tiles((400, 400), (1.0,), 1.0, TilingParams(1.0, 100), np.zeros((40, 40), bool))
+    none = plan_tiles((400, 400), (1.0,), 1.0, TilingParams(target_mpp=1.0, tile_size=100), np.zeros((40, 40), bool))
     assert len(none) == 0 and none.coords.shape == (0, 2)
 
 
 def test_bad_tiling_params():
     with pytest.raises(ValueError, match="overlap"):
-        TilingParams(0.5, 256, overlap=256)
+        TilingParams(target_mpp=0.5, tile_size=256, overlap=256)

@@ -155,6 +155,34 @@ def test_weights_cli_refuses_wrong_and_missing_files(tmp_store, tmp_path, capsys
     assert "huggingface.co/MahmoodLab/UNI" in capsys.readouterr().err
 
 
+def test_weights_run_functions_and_config_files(tmp_store, tmp_path, capsys):
+    """Each sub-command is a run_weights_* call; its options also come from --config (keyed by sub-command)."""
+    from acmil.preprocessing.encoders.cli import (
+        NotARecipeError,
+        WeightsImportConfig,
+        WeightsNameConfig,
+        WeightsVerifyConfig,
+        run_weights_import,
+        run_weights_list,
+        run_weights_show,
+        run_weights_verify,
+    )
+
+    src = _vits16_file(tmp_path / "vits16.pth")
+    stored = run_weights_import(WeightsImportConfig(name="kaiko_vits16", path=src))
+    assert stored.path == tmp_store / "kaiko_vits16" / "vits16.pth" and len(stored.sha256) == 64
+    row = next(r for r in run_weights_list().rows if r.name == "kaiko_vits16")
+    assert row.present == "yes" and row.dim == RECIPES["kaiko_vits16"].dim
+    assert run_weights_verify(WeightsVerifyConfig()).ok
+    assert run_weights_show(WeightsNameConfig(name="virchow2"))["pooling"] == "cls+mean"
+    with pytest.raises(NotARecipeError, match="'nope' is not a recipe"):
+        run_weights_show(WeightsNameConfig(name="nope"))
+    assert acmil_main(["weights", "import", "kaiko_vits16", str(src), "--print_config"]) == 0
+    (tmp_path / "import.yaml").write_text(capsys.readouterr().out)
+    assert acmil_main(["weights", "import", "--config", str(tmp_path / "import.yaml")]) == 0
+    assert "kaiko_vits16: stored" in capsys.readouterr().out
+
+
 def test_feature_files_record_the_recipe(syn_cohort, tmp_path, tmp_store):
     slides = tmp_path / "in"
     slides.mkdir()
