@@ -57,9 +57,23 @@ def short_error(parser: Any, message: str) -> NoReturn:
 class CommandParser(ArgumentParser):
     """jsonargparse's parser with a short error (set ``JSONARGPARSE_DEBUG=1`` for jsonargparse's own)."""
 
+    config_files: tuple[str, ...] = ()
+
+    def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        # remembered so that an error from a file's content names the file
+        self.config_files = tuple(
+            a.split("=", 1)[1] if a.startswith("--config=") else argv[i + 1]
+            for i, a in enumerate(argv)
+            if (a == "--config" and i + 1 < len(argv)) or a.startswith("--config=")
+        )
+        return super().parse_args(argv, *rest, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
+        if self.config_files and not any(f in message for f in self.config_files):
+            message += f" (options from --config {', '.join(self.config_files)} and the command line)"
         short_error(self, message)
 
 

@@ -50,3 +50,13 @@ def test_mistyped_option_is_one_short_error_with_a_hint(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "did you mean --n-boot?" in err and len(err.splitlines()) <= 4
+
+
+def test_a_bad_key_in_a_config_file_names_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_bot: 3\n")
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(["--config", str(bad), "a"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "n_bot" in err and str(bad) in err
