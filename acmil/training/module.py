@@ -121,6 +121,11 @@ class MILModule(L.LightningModule):
         """x: (B, N, D), mask: (B, N) bool or None -> MILOutput (logits (B, C), attention (B, M, N))."""
         return self.model(x, mask)
 
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict:
+        """The batch dict of :func:`acmil.training.data.collate_bags` moved key by key (Lightning's generic
+        version walks any collection, which costs more than a small model's whole step)."""
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         target = batch["label"]  # (B,)
         out = self.model(batch["features"], batch["mask"])
