@@ -194,6 +194,29 @@ def read_features(
     return SlideFeatures(sid, features, coords, attrs, coord_attrs)
 
 
+def read_feature_matrix(path: str | os.PathLike) -> np.ndarray:
+    """(N, D) float32 features of a file already checked (by :func:`read_meta` or a cohort scan), nothing else.
+
+    Training reads every bag once an epoch; for small bags decoding the attributes and coordinates as
+    :func:`read_features` does costs more than the training step. The ``features`` dataset (format 1, CLAM,
+    TRIDENT; ``(1, N, D)`` too) is read in one pass, without a copy when it is float32 already; other layouts
+    (ACMIL reference files) go through :func:`read_features`.
+
+    Raises:
+        FeatureFileError: the file is missing or no longer readable.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            feats = h5.get("features")
+            if isinstance(feats, h5py.Dataset):
+                values = feats[()]
+                return np.asarray(values[0] if values.ndim == 3 else values, dtype=np.float32)
+    except OSError as err:
+        raise FeatureFileError(f"{path}: feature file missing or not readable ({err})") from err
+    return read_features(path, validate=False).features
+
+
 def list_feature_files(directory: str | os.PathLike) -> dict[str, Path]:
     """Map slide_id -> path for the complete ``*.h5`` files of a folder (partial files are ignored)."""
     directory = Path(directory)

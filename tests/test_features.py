@@ -11,6 +11,7 @@ from acmil.features import (
     FeatureWriter,
     infer_patch_size,
     list_feature_files,
+    read_feature_matrix,
     read_features,
     read_meta,
     write_features,
@@ -62,6 +63,27 @@ def test_float16_and_clam_files_read_as_float32_with_inferred_patch_size(tmp_pat
     got = read_features(path)
     assert got.features.dtype == np.float32 and got.slide_id == "clam"
     assert got.patch_size_level0 == 448 and read_meta(path).kind == "clam"
+
+
+def test_feature_matrix_is_the_features_of_every_layout(tmp_path):
+    """The training reader (features only) gives what read_features gives, for each file layout."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(7, 5))
+    paths = [write_features(tmp_path / "f1.h5", values.astype(np.float32), _grid(7))]
+    for name, stored in (("f16.h5", values.astype(np.float16)), ("three_d.h5", values.astype(np.float32)[None])):
+        with h5py.File(tmp_path / name, "w") as h5:
+            h5["features"] = stored
+            h5["coords"] = _grid(7)
+        paths.append(tmp_path / name)
+    with h5py.File(tmp_path / "reference.h5", "w") as h5:
+        h5.create_group("s")["feat"] = values.astype(np.float32)
+    paths.append(tmp_path / "reference.h5")
+    for path in paths:
+        got = read_feature_matrix(path)
+        assert got.dtype == np.float32 and got.shape == (7, 5), path.name
+        np.testing.assert_array_equal(got, read_features(path).features)
+    with pytest.raises(FeatureFileError, match="gone.h5"):
+        read_feature_matrix(tmp_path / "gone.h5")
 
 
 def test_acmil_reference_dataset_file(tmp_path):

@@ -11,14 +11,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from acmil.atomic import write_json
-from acmil.features import read_features
+from acmil.features import read_feature_matrix
 
 from .cohort import (
     SPLIT_NAMES,
@@ -45,7 +44,7 @@ class BagDataset(Dataset):
         """(N, D) features of cohort slide ``i`` (already validated by the scan, so not checked again)."""
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        feats = _read_bag(self.cohort.paths[i])
+        feats = read_feature_matrix(self.cohort.paths[i])
         if self.cache is not None:
             self.cache[i] = feats
         return feats
@@ -53,21 +52,6 @@ class BagDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         i = self.indices[item]
         return {"features": torch.from_numpy(self.features(i)), "label": self.cohort.targets[i], "index": i}
-
-
-def _read_bag(path: Path) -> np.ndarray:
-    """(N, D) float32 features of a file the scan already checked, reading the features dataset only.
-
-    ``read_features`` also decodes every attribute and the coordinates; for small bags that costs more than
-    the training step, so the common per-slide layouts are read directly and the rest goes through it.
-    """
-    with h5py.File(path, "r") as h5:
-        if "features" in h5:
-            feats = h5["features"][()]
-            if feats.ndim == 3:  # some tools store (1, N, D)
-                feats = feats[0]
-            return np.asarray(feats, dtype=np.float32)
-    return read_features(path, validate=False).features
 
 
 def _batch_buffer(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -216,7 +200,7 @@ class FeatureDataModule(L.LightningDataModule):
             # instead of each worker building its own copy of the cohort.
             for i, path in enumerate(cohort.paths):
                 if i not in cache:
-                    cache[i] = _read_bag(path)
+                    cache[i] = read_feature_matrix(path)
             self._cache = cache
         self._splits = self._make_splits(cohort)
         if not self.evaluation_only:
@@ -343,6 +327,3 @@ class FeatureDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from torchmetrics import MeanMetric
 
 from acmil.checkpoint import CARD_KEY, ModelCard
 from acmil.models import MILOutput, create_model
@@ -17,6 +18,7 @@ from .metrics import make_metrics
 
 SELECTION_METRIC = "val/selection"  # validation macro-F1 + macro-AUC: what model selection maximises
 TIE_BREAK_SCALE = 1e-4
+STAGES = ("train", "val")  # evaluation goes through acmil.training.metrics.predict_dataset, not Lightning's test loop
 
 
 def selection_score(f1_macro: torch.Tensor, auc: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
@@ -27,6 +29,23 @@ def selection_score(f1_macro: torch.Tensor, auc: torch.Tensor, loss: torch.Tenso
     epochs whose F1 + AUC differ by less than 1e-4.
     """
     return f1_macro + auc + TIE_BREAK_SCALE * (1.0 - torch.tanh(loss.float()))
+
+
+class _EpochOutputs:
+    """What an epoch's steps hand to its end: detached loss terms, probabilities (B, C), targets (B,), bags."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, list[torch.Tensor]] = {}
+        self.probs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+
+    def add(self, terms: dict[str, torch.Tensor], probs: torch.Tensor, targets: torch.Tensor) -> None:
+        for name, value in terms.items():
+            self.terms.setdefault(name, []).append(value.detach().float())
+        self.probs.append(probs)
+        self.targets.append(targets)
+        self.sizes.append(targets.shape[0])
 
 
 class MILModule(L.LightningModule):
@@ -88,11 +107,11 @@ class MILModule(L.LightningModule):
         # (ModuleDict keys cannot be "train": nn.Module.train exists, hence the suffix)
         # validate_args=False: the inputs are well-formed by construction, and the checks would synchronise
         # the GPU on every step.
-        self.metrics = torch.nn.ModuleDict(
-            {f"{s}_": make_metrics(n, f"{s}/", validate_args=False) for s in ("train", "val", "test")}
-        )
-        self._loss_sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._loss_counts: dict[str, int] = {}
+        self.metrics = torch.nn.ModuleDict({f"{s}_": make_metrics(n, f"{s}/", validate_args=False) for s in STAGES})
+        # Epoch means of the loss terms, weighted by bags across DDP processes; one MeanMetric per (stage, term),
+        # made on the first step (the terms depend on the model). Their states are not saved in checkpoints.
+        self.loss_means = torch.nn.ModuleDict()
+        self._epoch: dict[str, _EpochOutputs] = {}
 
     @property
     def n_classes(self) -> int:
@@ -102,23 +121,26 @@ class MILModule(L.LightningModule):
         """x: (B, N, D), mask: (B, N) bool or None -> MILOutput (logits (B, C), attention (B, M, N))."""
         return self.model(x, mask)
 
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict:
+        """The batch dict of :func:`acmil.training.data.collate_bags` moved key by key (Lightning's generic
+        version walks any collection, which costs more than a small model's whole step)."""
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         target = batch["label"]  # (B,)
         out = self.model(batch["features"], batch["mask"])
         terms = self.model.compute_loss(out, target, **self.loss_weights)
-        # Loss terms are summed here and logged once per epoch: self.log costs about a millisecond a call,
-        # which is more than a whole step of a small model on a GPU. Only the total loss is logged per step.
-        n = target.shape[0]
-        sums = self._loss_sums.setdefault(stage, {})
-        for name, value in terms.items():
-            value = value.detach().float() * n
-            sums[name] = sums[name] + value if name in sums else value
-        self._loss_counts[stage] = self._loss_counts.get(stage, 0) + n
-        if stage == "train":
+        # Per step only detached tensors are kept; metrics and loss means are updated once per epoch
+        # (torchmetrics' update and self.log each cost more than a whole step of a small model).
+        outputs = self._epoch.setdefault(stage, _EpochOutputs())
+        outputs.add(terms, torch.softmax(out.logits.detach().float(), dim=-1), target)
+        if stage == "train" and self.trainer._logger_connector.should_update_logs:
+            # Only on the steps the loggers write (every log_every_n_steps): the same rows, without the cost
+            # of self.log on the others.
+            n = target.shape[0]
             self.log(
                 "train/loss_step", terms["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n
             )
-        self.metrics[f"{stage}_"].update(torch.softmax(out.logits.detach().float(), dim=-1), target)
         return terms["loss"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -127,34 +149,40 @@ class MILModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._common_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._common_step(batch, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        out = self.model(batch["features"], batch["mask"])
-        return {"index": batch["index"], "probabilities": torch.softmax(out.logits.float(), dim=-1)}
+    def _loss_mean(self, stage: str, term: str) -> MeanMetric:
+        key = f"{stage}_{term}"
+        if key not in self.loss_means:
+            self.loss_means[key] = MeanMetric().to(self.device)
+        return self.loss_means[key]
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # compute() gathers the states of every process under DDP, so each rank holds the same global values
         # (sync_dist then averages identical numbers: harmless, and it tells Lightning they are global).
-        values = self.metrics[f"{stage}_"].compute()
-        count = max(1, self._loss_counts.pop(stage, 0))
-        losses = {f"{stage}/{k}": v / count for k, v in self._loss_sums.pop(stage, {}).items()}
-        self.log_dict(losses, sync_dist=True)  # mean over this rank's bags, then over ranks
+        outputs = self._epoch.pop(stage, None)
+        metrics = self.metrics[f"{stage}_"]
+        losses = {}
+        if outputs is not None:
+            metrics.update(torch.cat(outputs.probs), torch.cat(outputs.targets))
+            sizes = torch.tensor(outputs.sizes, dtype=torch.float32, device=self.device)
+            for name, values in outputs.terms.items():
+                self._loss_mean(stage, name).update(torch.stack(values), weight=sizes)
+        for key, mean in self.loss_means.items():
+            if key.startswith(f"{stage}_"):
+                losses[f"{stage}/{key[len(stage) + 1 :]}"] = mean.compute()
+                mean.reset()
+        values = metrics.compute()
+        self.log_dict(losses, sync_dist=True)
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         if stage == "val":
             score = selection_score(values["val/f1_macro"], values["val/auc"], losses["val/loss"])
             self.log(SELECTION_METRIC, score, prog_bar=True, sync_dist=True)
-        self.metrics[f"{stage}_"].reset()
+        metrics.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
