@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "jobs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests.helpers package
 
-from jobs_helpers import make_checkpoint, make_slide  # noqa: E402
-from server_helpers import Proc, client, free_port, start_server, upload, wait_job  # noqa: E402
+from tests.helpers.server import Proc, client, free_port, start_server, upload, wait_job  # noqa: E402
+from tests.helpers.slides import make_checkpoint, make_slide  # noqa: E402
 
 
 def recipe_args(target_mpp: float) -> list[str]:
@@ -59,7 +59,7 @@ def recipe_args(target_mpp: float) -> list[str]:
 
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    # the same environment as the server's (server_helpers: one OpenMP thread), so only the path differs
+    # the same environment as the server's (tests.helpers.server: one OpenMP thread), so only the path differs
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# recipe_run and fresh_slide: fixtures of a preprocessed slide and of a new one, for the core and job tests.
+from tests.helpers.slides import REPO_ROOT, SHARED_SLIDES, fresh_slide, recipe_run  # noqa: F401
+
 # Model hubs are unreachable here and in CI: fail fast instead of hanging on a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# ACMIL_TEST_SLIDES overrides where the real slides are; CI points it at an empty folder for a second pass, so
-# a test that passes only with ../shared beside the checkout (as a fresh clone lacks it) fails there.
-SHARED_SLIDES = Path(os.environ.get("ACMIL_TEST_SLIDES") or REPO_ROOT.parent / "shared" / "data" / "slides")
 # Fixtures whose result depends on whether the shared slides are present (they take another path without).
 SHARED_FIXTURES = ("shared_slides", "service_data")
 

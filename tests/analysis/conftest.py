@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from plain_training import fit_bags
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
 from acmil.models import create_model
+from tests.helpers.plain_training import fit_bags
 
 DIM = 32
 GRID = 12  # tiles per side

@@ -1,4 +1,4 @@
-"""Fixtures of the new-slide tests: generated pyramidal slides, a recipe made by real preprocessing, a model."""
+"""Fixtures of the job tests (recipe_run and fresh_slide, shared with the core tests: tests/helpers/slides.py)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from jobs_helpers import FAST, make_checkpoint, make_slide  # noqa: F401 - re-exported for fixtures
-
-
-@pytest.fixture(scope="session")
-def recipe_run(tmp_path_factory) -> dict:
-    """One slide preprocessed by ``acmil preprocess`` (the recipe's source) and a checkpoint carrying it."""
-    from acmil.preprocessing.cli import main as preprocess_main
-    from acmil.recipe import recipe_from_file
-
-    root = tmp_path_factory.mktemp("recipe")
-    slides = root / "slides"
-    make_slide(slides / "train_a.tif", seed=3)
-    assert preprocess_main(["--slides", str(slides), "--out", str(root / "prep"), *FAST, "--no-qc"]) == 0
-    h5 = root / "prep" / "features" / "train_a.h5"
-    recipe = recipe_from_file(h5)
-    ckpt = make_checkpoint(root / "model.ckpt", recipe)
-    return {"root": root, "h5": h5, "recipe": recipe, "checkpoint": ckpt, "slide": slides / "train_a.tif"}
-
-
-@pytest.fixture
-def fresh_slide(tmp_path) -> Path:
-    return make_slide(tmp_path / "in" / "new_slide.tif", seed=11)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import time
 
-from jobs_helpers import make_slide
-
 from acmil.cli import main
+from tests.helpers.slides import make_slide
 
 
 def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):

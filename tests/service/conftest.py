@@ -8,20 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_helpers import (
+
+from acmil.features import write_features
+from tests.helpers.bags import (
     CMU,
     LIVE_KEY,
     PATCH,
-    SHARED,
     cmu_tissue_coords,
     grid_coords,
     make_bag,
     train_checkpoint,
-    wait_until_healthy,
     write_slide,
 )
-
-from acmil.features import write_features
+from tests.helpers.server import free_port, wait_until_healthy
+from tests.helpers.slides import SHARED_SLIDES as SHARED
 
 
 @pytest.fixture(scope="session")
@@ -91,21 +91,13 @@ def scratch_features(service_data, tmp_path) -> Path:
     return target
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(service_data):
     """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
     log = service_data["root"] / f"server-{port}.log"
     command = [

@@ -23,7 +23,8 @@ import h5py
 import httpx
 import numpy as np
 import pytest
-from service_helpers import wait_until_healthy
+
+from tests.helpers.server import wait_until_healthy
 
 pytestmark = pytest.mark.slow
 API = "/api/v1"

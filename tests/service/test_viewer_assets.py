@@ -13,9 +13,9 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from viewer_assets_helpers import genuine_tarball, local_registry, sri, tarball_path
 
 from acmil import viewer_assets as assets
+from tests.helpers.viewer_assets import genuine_tarball, local_registry, sri, tarball_path
 
 MIN_JS = "package/build/openseadragon/openseadragon.min.js"
 
