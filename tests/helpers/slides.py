@@ -1,20 +1,8 @@
-"""Slides for the tests: where the real ones are, generated pyramidal ones, and fast preprocessing settings.
-
-Also the fixtures of a slide preprocessed by ``acmil preprocess`` (``recipe_run``) and of a new slide
-(``fresh_slide``), registered by tests/conftest.py for the core, preprocessing and job tests.
-"""
+"""Generated slides and fast preprocessing settings for the preprocessing, job and core tests."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# ACMIL_TEST_SLIDES overrides where the real slides are; CI points it at an empty folder for a second pass, so
-# a test that passes only with ../shared beside the checkout (as a fresh clone lacks it) fails there.
-SHARED_SLIDES = Path(os.environ.get("ACMIL_TEST_SLIDES") or REPO_ROOT.parent / "shared" / "data" / "slides")
 
 # resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast and deterministic.
 FAST_PREPROCESS = [
@@ -65,24 +53,3 @@ def make_checkpoint(path: Path, recipe: dict, seed: int = 0) -> Path:
         encoder=recipe,
     )
     return save_model(path, model.eval(), card)
-
-
-@pytest.fixture(scope="session")
-def recipe_run(tmp_path_factory) -> dict:
-    """One slide preprocessed by ``acmil preprocess`` (the recipe's source) and a checkpoint carrying it."""
-    from acmil.preprocessing.cli import main as preprocess_main
-    from acmil.recipe import recipe_from_file
-
-    root = tmp_path_factory.mktemp("recipe")
-    slides = root / "slides"
-    make_slide(slides / "train_a.tif", seed=3)
-    assert preprocess_main(["--slides", str(slides), "--out", str(root / "prep"), *FAST, "--no-qc"]) == 0
-    h5 = root / "prep" / "features" / "train_a.h5"
-    recipe = recipe_from_file(h5)
-    ckpt = make_checkpoint(root / "model.ckpt", recipe)
-    return {"root": root, "h5": h5, "recipe": recipe, "checkpoint": ckpt, "slide": slides / "train_a.tif"}
-
-
-@pytest.fixture
-def fresh_slide(tmp_path) -> Path:
-    return make_slide(tmp_path / "in" / "new_slide.tif", seed=11)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from acmil.features import write_features
+from tests.helpers import SHARED_SLIDES as SHARED
 from tests.helpers.bags import (
     CMU,
     LIVE_KEY,
@@ -21,7 +22,6 @@ from tests.helpers.bags import (
     write_slide,
 )
 from tests.helpers.server import free_port, wait_until_healthy
-from tests.helpers.slides import SHARED_SLIDES as SHARED
 
 
 @pytest.fixture(scope="session")

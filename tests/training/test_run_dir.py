@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,21 +18,27 @@ from acmil.checkpoint import load_model
 from acmil.training.cli import run_training
 from acmil.training.rundir import RunDirError
 
+HERE = Path(__file__).resolve().parent
+
 
 def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_args) -> None:
     from tests.helpers.disk_full import small_tmpfs
 
     with small_tmpfs(tmp_path / "mnt", "2m") as disk:
         run = disk / "run"
-        with pytest.raises(OSError, match=r"cannot write .*checkpoints/(best|last)\.ckpt: disk full"):
-            run_training(
-                [
-                    *train_args(cohort, run, 4),
-                    "--trainer.logger",
-                    "false",
-                    "--trainer.callbacks+=tests.training.fill_disk_callback.FillDiskAtSecondEpoch",
-                ]
-            )
+        sys.path.insert(0, str(HERE))
+        try:
+            with pytest.raises(OSError, match=r"cannot write .*checkpoints/(best|last)\.ckpt: disk full"):
+                run_training(
+                    [
+                        *train_args(cohort, run, 4),
+                        "--trainer.logger",
+                        "false",
+                        "--trainer.callbacks+=fill_disk_callback.FillDiskAtSecondEpoch",
+                    ]
+                )
+        finally:
+            sys.path.remove(str(HERE))
         ckpts = run / "checkpoints"
         assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary left
         assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0
