@@ -8,7 +8,9 @@ speed does not depend on them) on 64-px tiles at ``--target-mpp``, fed as they a
 - ``by_hand``: ``acmil preprocess`` then ``acmil predict --features``, two commands as a user types them
   (process start and model load included), in the same run; ``ratio`` = job / by hand (target <= 1.10);
 - ``jobs_per_hour``: ``--n-small`` small slides through a real ``redis-server`` with one ``acmil worker``,
-  then with two.
+  then with two;
+- ``predict_slides``: ``acmil predict --slides`` on the slide, then again on its cached features
+  (``cached_over_first``: the rerun reads the cache and encodes nothing).
 
 Every process (server, workers, the two commands) runs with ``OMP_NUM_THREADS=1``: on a shared CPU, torch's
 default of one thread per core oversubscribes it and hides the comparison behind contention.
@@ -129,6 +131,17 @@ def job(slide: Path, ckpt: Path, root: Path) -> dict:
     }
 
 
+def predict_slides(slide: Path, ckpt: Path, root: Path) -> dict:
+    """``acmil predict --slides`` twice into one output folder: the first run encodes, the second reads its cache."""
+    folder, out = root / "predict_slides", root / "predict_out"
+    folder.mkdir(exist_ok=True)
+    if not (folder / slide.name).exists():
+        os.link(slide, folder / slide.name)
+    cmd = [sys.executable, "-m", "acmil", "predict", "--checkpoint", str(ckpt), "--slides", str(folder)]
+    first, cached = run([*cmd, "--out", str(out)]), run([*cmd, "--out", str(out)])
+    return {"first_s": round(first, 2), "cached_s": round(cached, 2), "cached_over_first": round(cached / first, 3)}
+
+
 def throughput(ckpt: Path, root: Path, n_workers: int, n_slides: int, redis_bin: str) -> dict:
     imports = root / "imports"
     port = free_port()
@@ -218,6 +231,7 @@ def main() -> None:
         result["by_hand_again"] = by_hand(slide, ckpt, root, args.target_mpp)  # order effects on a shared CPU
         hand = (result["by_hand"]["total_s"] + result["by_hand_again"]["total_s"]) / 2
         result["ratio_job_over_by_hand"] = round(result["job"]["total_s"] / hand, 3)
+        result["predict_slides"] = predict_slides(slide, ckpt, root)
         redis_bin = shutil.which("redis-server")
         if redis_bin and args.n_small:
             for i in range(args.n_small):
