@@ -21,7 +21,7 @@ from tests.helpers.bags import (
     train_checkpoint,
     write_slide,
 )
-from tests.helpers.server import free_port, wait_until_healthy
+from tests.helpers.server import wait_until_healthy
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +91,21 @@ def scratch_features(service_data, tmp_path) -> Path:
     return target
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def live_server(service_data):
     """``acmil serve`` in a subprocess on a free loopback port, with an API key; yields its base URL."""
     import subprocess
     import sys
 
-    port = free_port()
+    port = _free_port()
     env = {**os.environ, "ACMIL_TEST_KEY": LIVE_KEY}
     log = service_data["root"] / f"server-{port}.log"
     command = [
