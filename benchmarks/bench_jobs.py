@@ -8,7 +8,9 @@ speed does not depend on them) on 64-px tiles at ``--target-mpp``, fed as they a
 - ``by_hand``: ``acmil preprocess`` then ``acmil predict --features``, two commands as a user types them
   (process start and model load included), in the same run; ``ratio`` = job / by hand (target <= 1.10);
 - ``jobs_per_hour``: ``--n-small`` small slides through a real ``redis-server`` with one ``acmil worker``,
-  then with two.
+  then with two;
+- ``predict_slides``: ``acmil predict --slides`` on the slide, then again on its cached features
+  (``cached_over_first``: the rerun reads the cache and encodes nothing).
 
 Every process (server, workers, the two commands) runs with ``OMP_NUM_THREADS=1``: on a shared CPU, torch's
 default of one thread per core oversubscribes it and hides the comparison behind contention.
@@ -32,10 +34,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "jobs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests.helpers package
 
-from jobs_helpers import make_checkpoint, make_slide  # noqa: E402
-from server_helpers import Proc, client, free_port, start_server, upload, wait_job  # noqa: E402
+from tests.helpers.server import Proc, client, free_port, start_server, upload, wait_job  # noqa: E402
+from tests.helpers.slides import make_checkpoint, make_slide  # noqa: E402
 
 
 def recipe_args(target_mpp: float) -> list[str]:
@@ -59,7 +61,7 @@ def recipe_args(target_mpp: float) -> list[str]:
 
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    # the same environment as the server's (server_helpers: one OpenMP thread), so only the path differs
+    # the same environment as the server's (tests.helpers.server: one OpenMP thread), so only the path differs
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
@@ -127,6 +129,17 @@ def job(slide: Path, ckpt: Path, root: Path) -> dict:
         "tiles": done["tiles_total"],
         "state": done["state"],
     }
+
+
+def predict_slides(slide: Path, ckpt: Path, root: Path) -> dict:
+    """``acmil predict --slides`` twice into one output folder: the first run encodes, the second reads its cache."""
+    folder, out = root / "predict_slides", root / "predict_out"
+    folder.mkdir(exist_ok=True)
+    if not (folder / slide.name).exists():
+        os.link(slide, folder / slide.name)
+    cmd = [sys.executable, "-m", "acmil", "predict", "--checkpoint", str(ckpt), "--slides", str(folder)]
+    first, cached = run([*cmd, "--out", str(out)]), run([*cmd, "--out", str(out)])
+    return {"first_s": round(first, 2), "cached_s": round(cached, 2), "cached_over_first": round(cached / first, 3)}
 
 
 def throughput(ckpt: Path, root: Path, n_workers: int, n_slides: int, redis_bin: str) -> dict:
@@ -218,6 +231,7 @@ def main() -> None:
         result["by_hand_again"] = by_hand(slide, ckpt, root, args.target_mpp)  # order effects on a shared CPU
         hand = (result["by_hand"]["total_s"] + result["by_hand_again"]["total_s"]) / 2
         result["ratio_job_over_by_hand"] = round(result["job"]["total_s"] / hand, 3)
+        result["predict_slides"] = predict_slides(slide, ckpt, root)
         redis_bin = shutil.which("redis-server")
         if redis_bin and args.n_small:
             for i in range(args.n_small):

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO_ROOT, SHARED_SLIDES
+from tests.helpers.slides import FAST, make_checkpoint, make_slide
+
 # Model hubs are unreachable here and in CI: fail fast instead of hanging on a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# ACMIL_TEST_SLIDES overrides where the real slides are; CI points it at an empty folder for a second pass, so
-# a test that passes only with ../shared beside the checkout (as a fresh clone lacks it) fails there.
-SHARED_SLIDES = Path(os.environ.get("ACMIL_TEST_SLIDES") or REPO_ROOT.parent / "shared" / "data" / "slides")
 # Fixtures whose result depends on whether the shared slides are present (they take another path without).
 SHARED_FIXTURES = ("shared_slides", "service_data")
 
@@ -41,3 +40,26 @@ def shared_slides() -> Path:
     if not (SHARED_SLIDES / "CMU-1-Small-Region.svs").is_file():
         pytest.skip(f"real test slides not found at {SHARED_SLIDES} (ACMIL_TEST_SLIDES)")
     return SHARED_SLIDES
+
+
+@pytest.fixture(scope="session")
+def recipe_run(tmp_path_factory) -> dict:
+    """One slide preprocessed by ``acmil preprocess`` (the recipe's source) and a checkpoint carrying it.
+
+    For the core tests (recipe, predict --slides) and the job tests."""
+    from acmil.preprocessing.cli import main as preprocess_main
+    from acmil.recipe import recipe_from_file
+
+    root = tmp_path_factory.mktemp("recipe")
+    slides = root / "slides"
+    make_slide(slides / "train_a.tif", seed=3)
+    assert preprocess_main(["--slides", str(slides), "--out", str(root / "prep"), *FAST, "--no-qc"]) == 0
+    h5 = root / "prep" / "features" / "train_a.h5"
+    recipe = recipe_from_file(h5)
+    ckpt = make_checkpoint(root / "model.ckpt", recipe)
+    return {"root": root, "h5": h5, "recipe": recipe, "checkpoint": ckpt, "slide": slides / "train_a.tif"}
+
+
+@pytest.fixture
+def fresh_slide(tmp_path) -> Path:
+    return make_slide(tmp_path / "in" / "new_slide.tif", seed=11)

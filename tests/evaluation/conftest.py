@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from acmil.training.synthetic_features import SyntheticCohort, make_cohort
-
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--model.lr",
-    "5e-3",
-    "--trainer.logger",
-    "false",
-]
+from tests.helpers.cohorts import train_args, train_in_repo
 
 
 @pytest.fixture(scope="session")
@@ -30,34 +17,7 @@ def eval_cohort(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohort:
 
 
 def train(cohort: SyntheticCohort, run: Path, config: str, repo_root: Path, epochs: int = 4) -> Path:
-    import torch
-
-    from acmil.training.cli import run_training
-
-    cwd, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(repo_root)
-    torch.set_num_threads(1)
-    try:
-        run_training(
-            [
-                "--config",
-                config,
-                "--data.features_dir",
-                str(cohort.features_dir),
-                "--data.labels_csv",
-                str(cohort.labels_csv),
-                "--trainer.max_epochs",
-                str(epochs),
-                "--trainer.default_root_dir",
-                str(run),
-                "--seed_everything",
-                "0",
-                *FAST,
-            ]
-        )
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
+    train_in_repo(train_args(cohort, run, epochs, 0, "--trainer.logger", "false", config=config), repo_root)
     return run
 
 

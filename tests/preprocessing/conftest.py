@@ -9,28 +9,12 @@ import pytest
 import tifffile
 
 from acmil.preprocessing.synthetic import generate_cohort
-
-# resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast, deterministic.
-FAST = [
-    "--encoder",
-    "resnet18",
-    "--weights",
-    "random",
-    "--resize",
-    "none",
-    "--tile-size",
-    "64",
-    "--target-mpp",
-    "2.0",
-    "--batch-size",
-    "16",
-    "--no-progress",
-]
+from tests.helpers.slides import FAST_PREPROCESS
 
 
 @pytest.fixture(scope="session")
 def fast_args() -> list[str]:
-    return list(FAST)
+    return list(FAST_PREPROCESS)
 
 
 @pytest.fixture(scope="session")

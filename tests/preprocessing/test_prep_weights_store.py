@@ -75,7 +75,7 @@ def test_offline_pretrained_fails_in_seconds_with_the_whole_message(tmp_path):
     assert str(tmp_path / "store" / "resnet50_trunc") in err  # where the file goes
     assert "--encoder efficientnet_lite0 --weights pretrained" in err  # what works offline now
     # huggingface_hub's retries alone sleep 1+2+4+8+8 s per file (two files: ~46 s): the probe decides at once
-    assert elapsed - imports < 15, f"{elapsed:.1f} s against {imports:.1f} s for the imports alone"
+    assert elapsed - imports < 15, f"{elapsed:.1f} s against {imports:.1f} s for the imports alone"  # a hang bound
 
 
 def test_offline_failure_is_immediate_in_process(tmp_store):
@@ -92,7 +92,7 @@ def test_offline_failure_is_immediate_in_process(tmp_store):
         load_encoder("kaiko_vits16", "pretrained")
     with pytest.raises(WeightsUnavailable, match="timm/resnet18.a1_in1k/resolve/main/model.safetensors"):
         load_encoder("resnet18", "pretrained")  # plain timm names: the exact repository of the default tag
-    assert time.perf_counter() - t0 < 2
+    assert time.perf_counter() - t0 < 15  # a hang bound: huggingface_hub's retries sleep ~46 s for two files
 
 
 def test_probe_reads_hf_endpoint(monkeypatch):
@@ -102,7 +102,7 @@ def test_probe_reads_hf_endpoint(monkeypatch):
     assert offline.hub_address() == ("127.0.0.1", 9)
     t0 = time.perf_counter()
     assert "no connection to 127.0.0.1:9" in offline.offline_reason()
-    assert time.perf_counter() - t0 < offline.PROBE_TIMEOUT_S + 0.5
+    assert time.perf_counter() - t0 < offline.PROBE_TIMEOUT_S + 5  # a hang bound: the probe gives up on its own
 
 
 def test_going_offline_leaves_the_environment_alone(monkeypatch):

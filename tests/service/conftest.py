@@ -8,20 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_helpers import (
+
+from acmil.features import write_features
+from tests.helpers import SHARED_SLIDES as SHARED
+from tests.helpers.bags import (
     CMU,
     LIVE_KEY,
     PATCH,
-    SHARED,
     cmu_tissue_coords,
     grid_coords,
     make_bag,
     train_checkpoint,
-    wait_until_healthy,
     write_slide,
 )
-
-from acmil.features import write_features
+from tests.helpers.server import wait_until_healthy
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import CMU
 
 from acmil.service.main import create_app
+from tests.helpers.bags import CMU
 
 API = "/api/v1"
 

@@ -49,9 +49,9 @@ def test_prediction_finds_the_planted_tiles(client, service_data):
 
 def test_second_view_is_cached_and_a_rewritten_file_is_not(client, make_settings, scratch_features):
     from fastapi.testclient import TestClient
-    from service_helpers import write_slide
 
     from acmil.service.main import create_app
+    from tests.helpers.bags import write_slide
 
     with TestClient(create_app(make_settings(features_dir=scratch_features))) as private:
         first = private.get(f"{API}/slides/synthetic_neg/prediction").json()

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import grid_coords, make_bag, write_slide
 
 from acmil.cli import main as acmil_main
 from acmil.features import write_features
 from acmil.service.main import create_app
+from tests.helpers.bags import grid_coords, make_bag, write_slide
 
 API = "/api/v1"
 

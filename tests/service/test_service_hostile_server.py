@@ -23,7 +23,8 @@ import h5py
 import httpx
 import numpy as np
 import pytest
-from service_helpers import wait_until_healthy
+
+from tests.helpers.server import wait_until_healthy
 
 pytestmark = pytest.mark.slow
 API = "/api/v1"
@@ -152,7 +153,7 @@ def test_three_hostile_uploads_at_once_are_refused_within_the_memory_budget(host
     print(f"hostile uploads: {report}; server RSS idle {idle / 2**20:.0f} MB, peak +{growth_mb:.0f} MB")
     for name in ("unwritten", "gzip_bomb", "wide"):
         status, seconds, text = results[name]
-        assert status == 422 and seconds < 10, (name, status, seconds, text)
+        assert status == 422 and seconds < 10, (name, status, seconds, text)  # a hang bound: refused unread
     detail = json.loads(results["unwritten"][2])["detail"]
     assert "2048000000 bytes as float32, more than the 536870912 allowed" in detail
     assert "feature dim 10000000 does not match the model's in_dim 512" in results["wide"][2]
@@ -198,7 +199,7 @@ def test_request_bodies_trickling_at_one_byte_per_second_time_out(hostile_server
         thread.join()
     for status_line, seconds, reply in out.values():
         assert status_line.startswith("HTTP/1.1 408"), (status_line, seconds, reply[:300])
-        assert seconds < IDLE_TIMEOUT_S + 6 and b"request body too slow" in reply
+        assert seconds < IDLE_TIMEOUT_S + 6 and b"request body too slow" in reply  # the server's timeout, + slack
     assert httpx.get(f"{hostile_server['base']}{API}/health", headers={"X-API-Key": KEY}).status_code == 200
 
 

@@ -9,10 +9,11 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from service_helpers import PATCH, wait_until_healthy
 
 from acmil.features import read_features
 from acmil.geojson import tile_corners, validate_geojson
+from tests.helpers.bags import PATCH
+from tests.helpers.server import wait_until_healthy
 
 API = "/api/v1"
 POS = "synthetic_pos"  # 96 tiles on a 12 x 8 grid of 224 px

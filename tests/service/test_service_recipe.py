@@ -7,13 +7,13 @@ import io
 
 import numpy as np
 from fastapi.testclient import TestClient
-from service_helpers import PATCH, grid_coords, make_bag
 
 from acmil.features import write_features
 from acmil.service.main import create_app
+from tests.helpers.bags import PATCH, grid_coords, make_bag
 
 API = "/api/v1"
-# The service tests' checkpoint was trained on encoder "synthetic" at 0.5 µm/px (service_helpers.train_checkpoint).
+# The service tests' checkpoint was trained on encoder "synthetic" at 0.5 µm/px (tests.helpers.bags.train_checkpoint).
 OTHER = {"encoder": "vit_small_patch16_224", "mpp_target": 0.25}
 
 

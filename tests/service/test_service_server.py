@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from service_helpers import LIVE_KEY
+
+from tests.helpers.bags import LIVE_KEY
 
 pytestmark = pytest.mark.slow
 API = "/api/v1"

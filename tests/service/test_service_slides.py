@@ -7,7 +7,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import CMU, PATCH
+
+from tests.helpers.bags import CMU, PATCH
 
 API = "/api/v1"
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_helpers import wait_until_healthy
 
 from acmil import viewer_assets as assets
+from tests.helpers.server import wait_until_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import CMU, LIVE_KEY
 
 from acmil import viewer_assets as assets
 from acmil.features import read_meta
+from tests.helpers.bags import CMU, LIVE_KEY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")

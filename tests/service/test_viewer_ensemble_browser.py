@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import LIVE_KEY
 
 from acmil import viewer_assets as assets
+from tests.helpers.bags import LIVE_KEY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")

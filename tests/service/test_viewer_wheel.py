@@ -11,15 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
-from viewer_assets_helpers import genuine_tarball, local_registry, tarball_path
 
 from acmil import viewer_assets as assets
+from tests.helpers.server import wait_until_healthy
+from tests.helpers.viewer_assets import genuine_tarball, local_registry, tarball_path
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_wheel_serves_the_viewer_after_fetching_the_pinned_tarball(wheel_venv, s
             server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base, server, log)
+            wait_until_healthy(server, base, log, 90)  # the wheel's venv imports everything afresh
             page = httpx.get(f"{base}/", timeout=30)
             script = httpx.get(f"{base}/vendor/openseadragon/openseadragon.min.js", timeout=30)
             icon = httpx.get(f"{base}/vendor/openseadragon/images/zoomin_rest.png", timeout=30)
@@ -168,17 +168,3 @@ class socket_port:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc) -> None:
         return None
-
-
-def _wait_healthy(base: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"acmil serve (wheel) exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"acmil serve (wheel) did not answer within 90 s:\n{log.read_text()}")

@@ -7,43 +7,12 @@ from pathlib import Path
 import pytest
 
 from acmil.training.synthetic_features import SyntheticCohort, make_cohort
-
-# Tiny model, strong planted signal: a few CPU seconds per run. lr is raised from the paper's 1e-4 because
-# the toy cohort gives only a few hundred optimiser steps.
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--model.lr",
-    "5e-3",
-]
-
-
-def train_args(cohort: SyntheticCohort, run: Path, epochs: int = 2, seed: int = 1, *extra: str) -> list[str]:
-    return [
-        "--config",
-        "configs/acmil.yaml",
-        "--data.features_dir",
-        str(cohort.features_dir),
-        "--data.labels_csv",
-        str(cohort.labels_csv),
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(run),
-        "--seed_everything",
-        str(seed),
-        *FAST,
-        *extra,
-    ]
+from tests.helpers.cohorts import train_args, train_in_repo
 
 
 @pytest.fixture(name="train_args")
 def _train_args_fixture():
-    """The helper above, for tests (test modules cannot import conftest)."""
+    """tests.helpers.cohorts.train_args, as a fixture."""
     return train_args
 
 
@@ -73,22 +42,5 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohort:
 @pytest.fixture(scope="session")
 def trained_run(cohort: SyntheticCohort, tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> dict:
     """One full `acmil train` run (10 epochs) shared by the tests that inspect a run directory."""
-    import os
-    import time
-
-    import torch
-
-    from acmil.training.cli import run_training
-
     run = tmp_path_factory.mktemp("run") / "acmil"
-    cwd, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(repo_root)
-    torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        metrics = run_training(train_args(cohort, run, 10))
-        seconds = time.perf_counter() - start
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
-    return {"run": run, "metrics": metrics, "seconds": seconds}
+    return {"run": run, "metrics": train_in_repo(train_args(cohort, run, 10), repo_root)}

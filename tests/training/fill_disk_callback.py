@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from disk_full import fill  # noqa: E402
+from tests.helpers.disk_full import fill
 
 
 class FillDiskAtSecondEpoch(Callback):

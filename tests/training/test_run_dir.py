@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_args) -> None:
-    from disk_full import small_tmpfs
+    from tests.helpers.disk_full import small_tmpfs
 
     with small_tmpfs(tmp_path / "mnt", "2m") as disk:
         run = disk / "run"

@@ -31,8 +31,7 @@ def _val_rows(run: Path) -> list[dict]:
 
 def test_trains_to_high_auc_quickly(trained_run: dict) -> None:
     metrics = trained_run["metrics"]
-    assert metrics["val"]["auc"] >= 0.95, metrics
-    assert trained_run["seconds"] < 60
+    assert metrics["val"]["auc"] >= 0.95, metrics  # in 10 epochs; their speed: benchmarks/bench_training.py
 
 
 def test_run_directory_contents(trained_run: dict, cohort) -> None:

@@ -8,8 +8,9 @@ import sys
 import time
 
 import httpx
-from jobs_helpers import make_slide
-from server_helpers import Proc, client, free_port, start_server, wait_job
+
+from tests.helpers.server import Proc, client, free_port, start_server, wait_job
+from tests.helpers.slides import make_slide
 
 
 def _redis(binary: str, tmp_path) -> tuple[Proc, str]:

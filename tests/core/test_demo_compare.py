@@ -1,5 +1,5 @@
 """The demo's ACMIL-against-ABMIL comparison (``acmil.demo.compare_runs``) and its report section, on two
-small run directories (the full demo is tests/test_demo.py)."""
+small run directories (the full demo is tests/core/test_demo.py)."""
 
 from __future__ import annotations
 

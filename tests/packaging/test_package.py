@@ -5,12 +5,11 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # folder -> acmil subpackages its modules must never import
 FORBIDDEN = {
@@ -68,12 +67,17 @@ def test_subpackages_are_namespaced_under_acmil():
 
 
 def test_help_is_fast_and_lists_commands():
-    start = time.perf_counter()
+    """Fast = imports nothing heavy (torch alone takes seconds); the wall time is measured by
+    ``benchmarks/bench_training.py --help-times``, not asserted here, where a busy machine would fail it."""
     out = subprocess.run([sys.executable, "-m", "acmil", "--help"], capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - start
     for command in ("train", "cv", "predict", "preprocess", "serve", "demo", "import-checkpoint"):
         assert command in out.stdout
-    assert elapsed < 2.0, f"acmil --help took {elapsed:.2f}s"
+    heavy = ("torch", "lightning", "numpy", "h5py", "timm", "fastapi", "openslide")
+    code = (
+        f"import sys; from acmil.cli import main; main(['--help']); print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.splitlines()[-1] == "[]", imported.stdout[-500:]
 
 
 def test_unknown_command_fails_on_stderr():

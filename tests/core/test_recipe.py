@@ -6,10 +6,10 @@ import csv
 
 import h5py
 import pytest
-from jobs_helpers import FAST
 
 from acmil.features import read_meta
 from acmil.recipe import missing_fields, recipe_from_file
+from tests.helpers.slides import FAST
 
 
 def test_recipe_from_preprocessed_file_is_complete(recipe_run):

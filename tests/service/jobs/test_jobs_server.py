@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 
 import httpx
-from jobs_helpers import make_slide
-from server_helpers import client, start_server, upload, wait_job
+
+from tests.helpers.server import client, start_server, upload, wait_job
+from tests.helpers.slides import make_slide
 
 
 def test_upload_to_prediction_end_to_end(recipe_run, tmp_path):

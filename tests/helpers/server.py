@@ -1,4 +1,8 @@
-"""Starting real ``acmil serve`` / ``acmil worker`` / ``redis-server`` processes for the job tests."""
+"""Starting real ``acmil serve`` / ``acmil worker`` / ``redis-server`` processes, and waiting until they answer.
+
+``wait_until_healthy`` is the one health-poll loop of the real-server tests (service, jobs, browser, wheel);
+``start_server`` and the rest are the job tests' ``acmil serve --jobs-dir`` and its client.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 KEY = "test-key-jobs"
 
 
 def free_port() -> int:
+    """A free loopback port (bound and released; the server binds it next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -73,18 +79,32 @@ def start_server(
     ]
     proc = Proc(argv, log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.p.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.text()[-3000:]}")
+    try:
+        wait_until_healthy(proc.p, base, log, 90, key=KEY)
+    except BaseException:  # pytest.fail raises an outcome, not an Exception: stop the server either way
+        proc.stop()
+        raise
+    return proc, base
+
+
+def wait_until_healthy(
+    process: subprocess.Popen, base: str, log: Path, timeout_s: float = 60, key: str | None = None
+) -> None:
+    """Poll ``{base}/api/v1/health`` of a real ``acmil serve`` until it answers 200; fail with its log if it exits
+    first or does not answer within ``timeout_s``."""
+    headers = {"X-API-Key": key} if key else {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"acmil serve exited with {process.returncode}:\n{log.read_text(errors='replace')}")
         try:
-            if httpx.get(base + "/api/v1/health", headers={"X-API-Key": KEY}, timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
+            if httpx.get(f"{base}/api/v1/health", headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
             pass
-        time.sleep(0.3)
-    proc.stop()
-    raise RuntimeError(f"server did not start: {proc.text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"acmil serve did not answer within {timeout_s:g} s:\n{log.read_text(errors='replace')}")
+        time.sleep(0.2)
 
 
 def client(base: str) -> httpx.Client:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import time
-
-from jobs_helpers import make_slide
 
 from acmil.cli import main
+from tests.helpers.slides import make_slide
 
 
 def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):
@@ -16,9 +14,7 @@ def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):
     make_slide(slides / "s2.tif", seed=22, tumour=False)
     (slides / "broken.svs").write_bytes(b"II*\x00 not a slide at all")
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     code = main(["predict", "--checkpoint", str(recipe_run["checkpoint"]), "--slides", str(slides), "--out", str(out)])
-    first = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert code == 1  # one slide failed, the others are predicted
     rows = list(csv.DictReader((out / "predictions.csv").open()))
@@ -29,12 +25,10 @@ def test_predict_slides_end_to_end_cached_rerun(recipe_run, tmp_path, capsys):
     assert "s1: encoding" in err and "tiles" in err and "s2: done" in err and "broken: FAILED" in err
     cached = list((out / "cache").glob("*/*/features/s1.h5"))
     assert len(cached) == 1 and cached[0].parts[-4] == recipe_run["recipe"]["recipe_hash"]
-    # a rerun reads the cache: no encoding at all
-    t0 = time.perf_counter()
+    # a rerun reads the cache: no encoding at all (how much faster: benchmarks/bench_jobs.py, predict_slides)
     main(["predict", "--checkpoint", str(recipe_run["checkpoint"]), "--slides", str(slides), "--out", str(out)])
-    second = time.perf_counter() - t0
     err = capsys.readouterr().err
-    assert "encoding" not in err and second < first
+    assert "encoding" not in err
     assert [r["prob_tumour"] for r in csv.DictReader((out / "predictions.csv").open())] == [
         r["prob_tumour"] for r in rows
     ]
@@ -46,13 +40,13 @@ def test_predict_slides_with_an_ensemble_writes_each_models_attention(recipe_run
     import json
 
     import numpy as np
-    from jobs_helpers import make_checkpoint
     from PIL import Image
 
     from acmil.checkpoint import load_model
     from acmil.features import read_features
     from acmil.inference import predict_bag
     from acmil.predict_slides import predict_slides
+    from tests.helpers.slides import make_checkpoint
 
     second = make_checkpoint(tmp_path / "seed1.ckpt", recipe_run["recipe"], seed=1)
     make_slide(tmp_path / "slides" / "s1.tif", seed=21)

@@ -1,4 +1,4 @@
-"""Builders for the service tests: a really trained ACMIL checkpoint and feature files.
+"""Builders of the service tests: a really trained ACMIL checkpoint and feature files.
 
 The checkpoint is trained (plain torch, a few hundred steps) on generated bags where the class
 "tumour" plants a few tiles along a fixed direction, so predictions and attention mean something.
@@ -6,28 +6,19 @@ The checkpoint is trained (plain torch, a few hundred steps) on generated bags w
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
-import pytest
 import torch
-from plain_training import fit_bags
 
 from acmil.checkpoint import ModelCard, save_model
 from acmil.features import write_features
 from acmil.models import ACMIL
+from tests.helpers.plain_training import fit_bags
 
 DIM = 32
 PATCH = 224
 CLASSES = ["normal", "tumour"]
-# The same folder as tests/conftest.py's shared_slides fixture (ACMIL_TEST_SLIDES overrides it).
-SHARED = Path(
-    os.environ.get("ACMIL_TEST_SLIDES") or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "slides"
-)
 CMU = "CMU-1-Small-Region"
 LIVE_KEY = "live-test-key"  # the API key of the live_server fixture
 
@@ -93,23 +84,3 @@ def cmu_tissue_coords(slide_path: Path) -> np.ndarray:
             if (cell < 210).mean() > 0.25:
                 coords.append((x, y))
     return np.asarray(coords, dtype=np.int64)
-
-
-def wait_until_healthy(
-    process: subprocess.Popen, base: str, log: Path, timeout_s: float = 60, key: str | None = None
-) -> None:
-    """Poll ``{base}/api/v1/health`` of a real ``acmil serve`` until it answers 200; fail with its log if it exits
-    first or does not answer within ``timeout_s``."""
-    headers = {"X-API-Key": key} if key else {}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"acmil serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/api/v1/health", headers=headers, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"acmil serve did not answer within {timeout_s:g} s:\n{log.read_text()}")
-        time.sleep(0.2)

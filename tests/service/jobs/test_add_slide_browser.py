@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jobs_helpers import make_slide
-from server_helpers import KEY, start_server
 
 from acmil import viewer_assets as assets
+from tests.helpers.server import KEY, start_server
+from tests.helpers.slides import make_slide
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")

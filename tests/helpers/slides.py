@@ -1,11 +1,11 @@
-"""Helpers of the new-slide tests (imported by name: test modules cannot import conftest)."""
+"""Generated slides and fast preprocessing settings for the preprocessing, job and core tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 # resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast and deterministic.
-FAST = [
+FAST_PREPROCESS = [
     "--encoder",
     "resnet18",
     "--weights",
@@ -19,9 +19,9 @@ FAST = [
     "--batch-size",
     "16",
     "--no-progress",
-    "--workers",
-    "1",
 ]
+# The same with one slide worker: the ``recipe_run`` fixture's and the recipe tests' settings.
+FAST = [*FAST_PREPROCESS, "--workers", "1"]
 CLASSES = ["normal", "tumour"]
 
 

@@ -28,9 +28,8 @@ def test_failure_leaves_neither_final_nor_temporary_file(tmp_path):
 
 
 def test_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
-    from disk_full import fill, small_tmpfs
-
     from acmil.atomic import AtomicWriteError
+    from tests.helpers.disk_full import fill, small_tmpfs
 
     with small_tmpfs(tmp_path / "mnt", "64k") as disk:
         target = disk / "metrics.json"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from jobs_helpers import make_checkpoint, make_slide
-from server_helpers import client, start_server, upload, wait_job
 
 from acmil.checkpoint import load_model
 from acmil.features import read_features
 from acmil.inference import predict_bag
+from tests.helpers.server import client, start_server, upload, wait_job
+from tests.helpers.slides import make_checkpoint, make_slide
 
 
 def test_a_slide_job_predicts_with_the_ensemble(recipe_run, tmp_path):
