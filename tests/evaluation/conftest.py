@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from acmil.training.synthetic_features import SyntheticCohort, make_cohort
+from acmil.synthetic.features import SyntheticCohort, make_cohort
 
 FAST = [
     "--trainer.enable_progress_bar",

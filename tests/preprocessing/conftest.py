@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from acmil.preprocessing.synthetic import generate_cohort
+from acmil.synthetic.slides import generate_cohort
 
 # resnet18 with seeded random weights on 64 px tiles at 2 µm/px, fed as they are: fast, deterministic.
 FAST = [

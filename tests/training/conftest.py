@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from acmil.training.synthetic_features import SyntheticCohort, make_cohort
+from acmil.synthetic.features import SyntheticCohort, make_cohort
 
 # Tiny model, strong planted signal: a few CPU seconds per run. lr is raised from the paper's 1e-4 because
 # the toy cohort gives only a few hundred optimiser steps.
