@@ -21,7 +21,7 @@ from pathlib import Path
 from .annotations import add_region_arguments, region_filter_from_args
 from .discover import discover, parse_shard, shard
 from .extract import ExtractConfig, Extractor
-from .manifest import ManifestRecorder, SlideResult
+from .manifest import ManifestRecorder, SlideOutcome
 from .progress import MODES
 from .tiling import TilingParams
 from .tissue import TissueParams
@@ -197,7 +197,7 @@ def _config(args: argparse.Namespace) -> ExtractConfig:
     )
 
 
-def _summary(results: list[SlideResult], seconds: float, disk_full: OSError | None, recorder: ManifestRecorder) -> str:
+def _summary(results: list[SlideOutcome], seconds: float, disk_full: OSError | None, recorder: ManifestRecorder) -> str:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     tiles = sum(r.n_tiles for r in results if r.status == "ok")
     lines = [

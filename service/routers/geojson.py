@@ -69,6 +69,7 @@ def attention_geojson(
     from acmil.geojson import attention_features
 
     result, _ = engine.predict(slide)
+    patch, _ = result.geometry()
     key = (result.key, top_k, object_type, legacy)
     body = _attention_cache.get(key)
     if body is None:
@@ -76,7 +77,7 @@ def attention_geojson(
             collection = attention_features(
                 slide.slide_id,
                 result.coords,
-                result.patch_size_level0,
+                patch,
                 result.prediction.attention,
                 top_k=top_k,
                 object_type=object_type,

@@ -15,7 +15,7 @@ from acmil import __version__
 from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
 
 from ..dependencies import BranchDep, EngineDep, SettingsDep, SlideDep
-from ..engine import Engine, SlideResult
+from ..engine import Engine, SlidePrediction
 from ..errors import BadInput, TooLarge
 from ..schemas import Attention, AttentionSummary, Health, ModelInfo, Prediction, TileScore, UploadPrediction
 from ..uploads import decode_upload, limits_for, upload_stem
@@ -60,7 +60,7 @@ def model_info(engine: EngineDep) -> ModelInfo:
     )
 
 
-def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: int) -> dict:
+def build_prediction(engine: Engine, result: SlidePrediction, cached: bool, top_k: int) -> dict:
     """The fields of :class:`Prediction` from a slide result."""
     names = engine.loaded.card.class_names
     pred = result.prediction
@@ -113,14 +113,16 @@ def prediction(slide: SlideDep, engine: EngineDep, settings: SettingsDep, top_k:
 
 @router.get("/slides/{slide_id}/attention", response_model=Attention)
 def attention(slide: SlideDep, engine: EngineDep, branch: BranchDep) -> Attention:
-    """Every tile's coords and attention: the mean over branches, or ``branch=i``."""
+    """Every tile's coords and attention: the mean over branches, or ``branch=i`` (422 when the tile size is
+    unknown)."""
     result, _ = engine.predict(slide)
+    patch, _ = result.geometry()
     scores = result.scores(branch)
     return Attention(
         slide_id=slide.slide_id,
         branch="mean" if branch is None else str(branch),
         n_branches=int(result.prediction.attention.shape[0]),
-        patch_size_level0=result.patch_size_level0,
+        patch_size_level0=patch,
         coords=result.coords.tolist(),
         scores=scores.astype(float).tolist(),
     )
