@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from acmil.atomic import AtomicWriteError, partial_path, publish
 from acmil.feature_checks import (
     FeatureFileError,
     ReadLimits,
@@ -31,7 +31,6 @@ from acmil.feature_checks import (
 )
 
 FORMAT_VERSION = 1
-PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass
@@ -321,7 +320,7 @@ class FeatureWriter:
         self.dim = int(dim)
         self.attrs = dict(attrs or {})
         self.coord_attrs = dict(coord_attrs or {})
-        self.tmp_path = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        self.tmp_path = partial_path(self.path)
         self.n_rows = 0
         self._h5: h5py.File | None = None
         try:
@@ -374,8 +373,13 @@ class FeatureWriter:
             for key, value in self.coord_attrs.items():
                 self._coords.attrs[key] = _attr_value(value)
             self._h5.close()
-            self._file.sync_and_close()
-            os.replace(self.tmp_path, self.path)
+            self._file.sync_and_close()  # the guarded fsync: a full disk surfaces here as DiskFullError
+            try:
+                publish(self.tmp_path, self.path)
+            except AtomicWriteError as err:  # names the file already; a full disk keeps its own type
+                if is_disk_full(err):
+                    raise disk_error(err, self.path) from err
+                raise
         except BaseException:
             self.abort()
             raise
