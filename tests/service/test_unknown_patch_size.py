@@ -82,3 +82,34 @@ def test_one_tile_of_unknown_size_is_predicted_but_not_drawn(server):
         assert http.get("/slides/grid/prediction").json()["patch_size_level0"] == 224
         for route in GEOMETRY_ROUTES:
             assert http.get(f"/slides/grid/{route}").status_code == 200, route
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_viewer_shows_the_prediction_and_says_why_there_is_no_heatmap(server):
+    from pathlib import Path
+
+    from acmil import viewer_assets as assets
+
+    chromium_path = Path("/usr/bin/chromium")
+    if not chromium_path.is_file():
+        pytest.skip("Debian chromium not installed (apt-get install chromium); the browser test needs it")
+    try:
+        assets.ensure_assets()
+    except assets.AssetsMissing as err:
+        pytest.fail(f"the viewer cannot get OpenSeadragon here: {err}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(f"{server}/#slide=lone")
+            page.wait_for_function("document.body.dataset.state === 'ready'", timeout=30_000)
+            assert page.text_content("#predicted-class") in ("normal", "tumour")
+            assert "Patch size unknown" in page.text_content("#status")
+            assert page.evaluate("acmil.viewer.world.getItemCount()") == 0  # no overlay placed on a guess
+            assert not problems, problems
+        finally:
+            browser.close()
