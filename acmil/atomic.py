@@ -67,6 +67,24 @@ def leftovers(path: str | os.PathLike) -> list[Path]:
     return [path.parent / name for name in names if pattern.fullmatch(name)]
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Give the complete file ``tmp`` its final name ``path``: fsync it, rename it (atomic: ``path`` is the
+    previous file or the new one, never a mix) and fsync the folder so the rename survives a power cut.
+
+    For writers that cannot use :func:`atomic_path`: a final name known only once the file is written (an
+    upload named by its hash), or a writer with its own temporary file. An OSError is raised as
+    :class:`AtomicWriteError` naming ``path``; ``tmp`` is then left for the caller to remove.
+    """
+    tmp, path = Path(tmp), Path(path)
+    try:
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds, fsync it and rename it to ``path``.
@@ -79,9 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
+        publish(tmp, path)
     except AtomicWriteError:
         raise
     except OSError as err:

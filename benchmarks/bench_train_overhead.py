@@ -156,7 +156,7 @@ def main() -> None:
         worker_plain(args)
         return
 
-    from acmil.training.synthetic_features import make_cohort
+    from acmil.synthetic.features import make_cohort
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     root = Path(args.cohorts or tempfile.mkdtemp(prefix="acmil_overhead_"))

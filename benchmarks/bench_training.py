@@ -219,8 +219,8 @@ def main() -> None:
         print(json.dumps({**result, **_peak_rss_mb()}))
         return
 
+    from acmil.synthetic.features import make_cohort
     from acmil.training.data import FeatureDataModule
-    from acmil.training.synthetic_features import make_cohort
 
     tmp = Path(args.cohort or tempfile.mkdtemp(prefix="acmil_bench_"))
     t0 = time.perf_counter()

@@ -92,7 +92,7 @@ def model_autocast(device: str) -> dict:
 
 @check("train_cli")
 def train_cli(device: str, work: Path, tiny: bool, only_variants: list[str] | None = None) -> dict:
-    from acmil.training.synthetic_features import make_cohort
+    from acmil.synthetic.features import make_cohort
 
     cohort = make_cohort(work / "cohort", n_slides=40 if not tiny else 20, n_patches=(500, 2000), dim=512, signal=1.0)
     accel = ["--trainer.accelerator", "gpu" if device == "cuda" else "cpu", "--trainer.devices", "1"]
@@ -179,7 +179,7 @@ def preprocess_gpu(device: str, work: Path, tiny: bool) -> dict:
         [
             sys.executable,
             "-m",
-            "acmil.preprocessing.synthetic",
+            "acmil.synthetic.slides",
             "--out",
             str(slides),
             "--n-slides",

@@ -32,7 +32,7 @@ from acmil.command import command_parser, config_from
 
 from .annotations import add_region_arguments, region_filter_from_args
 from .discover import discover, parse_shard, shard
-from .manifest import ManifestRecorder, SlideResult
+from .manifest import ManifestRecorder, SlideOutcome
 from .progress import MODES
 from .tiling import TilingParams
 from .tissue import TissueParams
@@ -140,10 +140,10 @@ class PreprocessResult:
     """
 
     out: Path
-    slides: list[SlideResult]
+    slides: list[SlideOutcome]
     seconds: float
     disk_full: str | None = None
-    unwritten: list[SlideResult] = field(default_factory=list)
+    unwritten: list[SlideOutcome] = field(default_factory=list)
     manifest_error: str | None = None
 
     @property

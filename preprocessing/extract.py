@@ -23,7 +23,7 @@ from acmil.features import DiskFullError, FeatureWriter
 from .dataset import ReadJob, make_loader
 from .encoders import Encoder
 from .lease import SlideLeases, remove_stale_partials
-from .manifest import SlideResult
+from .manifest import SlideOutcome
 from .plan import ExtractConfig, SlidePlan, _tool_version, fail, plan_slide
 from .progress import Progress
 from .slide import SlideSource
@@ -73,7 +73,7 @@ class Extractor:
         self.active: dict[str, SlidePlan] = {}
         self.disk_full: DiskFullError | None = None
         self._stop = threading.Event()
-        self._pending: list[SlideResult] = []
+        self._pending: list[SlideOutcome] = []
         self._queue: queue.Queue | None = None
 
     def _attrs(self, plan: SlidePlan) -> dict:
@@ -101,10 +101,10 @@ class Extractor:
             self.disk_full = err
         self._stop.set()
 
-    def _not_attempted(self, source: SlideSource) -> SlideResult:
+    def _not_attempted(self, source: SlideSource) -> SlideOutcome:
         return fail(source, f"{source.path}: not attempted: {self.disk_full}", time.perf_counter())
 
-    def _plan(self, source: SlideSource, wait: bool) -> SlidePlan | SlideResult | None:
+    def _plan(self, source: SlideSource, wait: bool) -> SlidePlan | SlideOutcome | None:
         """Plan one slide under its lease; None when another run holds the lease and ``wait`` is False."""
         lease = self.leases.acquire(source.slide_id, wait)
         if lease is None:
@@ -152,7 +152,7 @@ class Extractor:
     ) -> Iterator[ReadJob]:
         self._queue = self._plans(sources, wait, deferred)
         while (item := self._queue.get()) is not None:
-            if isinstance(item, SlideResult):
+            if isinstance(item, SlideOutcome):
                 self._pending.append(item)
             elif self._stop.is_set():
                 item.release()
@@ -247,11 +247,11 @@ class Extractor:
     def run(
         self,
         sources: Iterable[SlideSource],
-        on_result: Callable[[SlideResult], None] | None = None,
+        on_result: Callable[[SlideOutcome], None] | None = None,
         n_slides: int | None = None,
-    ) -> list[SlideResult]:
+    ) -> list[SlideOutcome]:
         """Process every source; returns one result per slide (also passed to ``on_result`` as they come)."""
-        results: list[SlideResult] = []
+        results: list[SlideOutcome] = []
         progress = Progress(self.progress, n_slides)
 
         def flush() -> None:

@@ -19,8 +19,8 @@ from acmil.atomic import write_csv
 from acmil.features import disk_error
 
 
-@dataclass
-class SlideResult:
+@dataclass(kw_only=True)
+class SlideOutcome:
     """The outcome of one slide (a manifest row)."""
 
     slide_id: str
@@ -44,7 +44,7 @@ class SlideResult:
         return d
 
 
-COLUMNS = [f.name for f in fields(SlideResult)]
+COLUMNS = [f.name for f in fields(SlideOutcome)]
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -55,7 +55,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def update_manifest(path: str | os.PathLike, results: list[SlideResult]) -> None:
+def update_manifest(path: str | os.PathLike, results: list[SlideOutcome]) -> None:
     """Insert or replace the rows of ``results`` (by slide_id) under a lock; atomic rename.
 
     Raises:
@@ -78,10 +78,10 @@ class ManifestRecorder:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.unwritten: list[SlideResult] = []
+        self.unwritten: list[SlideOutcome] = []
         self.error: OSError | None = None
 
-    def __call__(self, res: SlideResult) -> None:
+    def __call__(self, res: SlideOutcome) -> None:
         self.unwritten.append(res)
         try:
             update_manifest(self.path, self.unwritten)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .extract import ExtractConfig, Extractor, SlideSource
-from .manifest import SlideResult
+from .manifest import SlideOutcome
 
 _STOP = None
 
@@ -41,9 +41,9 @@ def run_on_devices(
     cfg: ExtractConfig,
     out: Path,
     sources: list[SlideSource],
-    on_result: Callable[[SlideResult], None],
+    on_result: Callable[[SlideOutcome], None],
     progress: bool | str = True,
-) -> list[SlideResult]:
+) -> list[SlideOutcome]:
     """Process ``sources`` with one spawned process per device; returns one result per slide."""
     from .encoders import load_encoder
     from .progress import Progress
@@ -60,7 +60,7 @@ def run_on_devices(
     ]
     for p in procs:
         p.start()
-    done: dict[str, SlideResult] = {}
+    done: dict[str, SlideOutcome] = {}
     taken: dict[str, str] = {}
     by_id = {s.slide_id: s for s in sources}
     bar = Progress(progress, len(sources))
@@ -86,7 +86,7 @@ def run_on_devices(
         if sid not in done:
             dev = taken.get(sid)
             why = f"the process for {dev} exited with code {codes[dev]}" if dev else "no device process was left"
-            res = SlideResult(
+            res = SlideOutcome(
                 slide_id=sid, path=str(src.path), status="failed", error=f"{src.path}: not processed: {why}"
             )
             done[sid] = res

@@ -1,7 +1,7 @@
 """Planning one slide: open it, check resume, segment tissue on a thumbnail, lay out the tile grid, draw its QC.
 
 :func:`plan_slide` turns a :class:`SlideSource` into a :class:`SlidePlan` (tiles to encode) or directly into a
-:class:`~.manifest.SlideResult` (skipped: complete output with the same parameters; failed: the reason). A full
+:class:`~.manifest.SlideOutcome` (skipped: complete output with the same parameters; failed: the reason). A full
 output disk is not a property of one slide: :class:`acmil.features.DiskFullError` is raised, not returned.
 """
 
@@ -19,7 +19,7 @@ from acmil.features import DiskFullError, FeatureWriter, read_meta
 from .annotations import RegionFilter, apply_regions, region_digest
 from .dataset import ReadJob
 from .encoders import Encoder
-from .manifest import SlideResult
+from .manifest import SlideOutcome
 from .qc import QC_LONG_SIDE, QCLabel, draw_qc, qc_figure, save_png, save_qc_geojson
 from .slide import Slide, SlideSource, open_slide
 from .tiling import TileGrid, TilingParams, plan_tiles
@@ -96,10 +96,10 @@ class SlidePlan:
             chunk = g.coords[b * self.batch_size : (b + 1) * self.batch_size]
             yield ReadJob(self.slide, b, chunk, g.read_level, g.read_size, self.out_size)
 
-    def result(self, status: str, error: str = "") -> SlideResult:
+    def result(self, status: str, error: str = "") -> SlideOutcome:
         # planning time + encoding time (not the time spent queued behind the previous slide)
         busy = time.perf_counter() - (self.first_batch or time.perf_counter())
-        return SlideResult(
+        return SlideOutcome(
             slide_id=self.source.slide_id,
             path=str(self.source.path),
             status=status,
@@ -118,8 +118,8 @@ class SlidePlan:
             self.lease = None
 
 
-def fail(source: SlideSource, err: BaseException | str, t0: float, **kw) -> SlideResult:
-    return SlideResult(
+def fail(source: SlideSource, err: BaseException | str, t0: float, **kw) -> SlideOutcome:
+    return SlideOutcome(
         slide_id=source.slide_id,
         path=str(source.path),
         status="failed",
@@ -129,7 +129,7 @@ def fail(source: SlideSource, err: BaseException | str, t0: float, **kw) -> Slid
     )
 
 
-def _resume(source: SlideSource, slide: Slide, final: Path, digest: str, t0: float) -> SlideResult | None:
+def _resume(source: SlideSource, slide: Slide, final: Path, digest: str, t0: float) -> SlideOutcome | None:
     """A "skipped" result when ``final`` is complete with the same parameters, else None."""
     try:
         meta = read_meta(final)
@@ -137,7 +137,7 @@ def _resume(source: SlideSource, slide: Slide, final: Path, digest: str, t0: flo
         return None  # unreadable old file: recompute
     if meta.attrs.get("params_hash") != digest:
         return None
-    return SlideResult(
+    return SlideOutcome(
         slide_id=source.slide_id,
         path=str(source.path),
         status="skipped",
@@ -150,7 +150,7 @@ def _resume(source: SlideSource, slide: Slide, final: Path, digest: str, t0: flo
     )
 
 
-def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: Path) -> SlidePlan | SlideResult:
+def plan_slide(source: SlideSource, cfg: ExtractConfig, encoder: Encoder, out: Path) -> SlidePlan | SlideOutcome:
     """Open, check resume, segment and tile one slide; a result instead of a plan when there is nothing to encode.
 
     Raises:

@@ -47,7 +47,7 @@ class Progress:
             self._tiles.update(n)
 
     def slide_done(self, res) -> None:
-        """``res``: a :class:`~.manifest.SlideResult`."""
+        """``res``: a :class:`~.manifest.SlideOutcome`."""
         self.n_done += 1
         if self._slides is not None:
             self._slides.update(1)

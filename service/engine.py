@@ -30,9 +30,6 @@ from .slides import SlideImages
 from .uploads import UploadSlots
 
 FINGERPRINT_BYTES = 64 * 1024
-# Only to draw a file of one tile without a patch-size attribute (the prediction does not need it); the
-# analyses skip such a file instead. See docs/DESIGN.md, "Units and geometry".
-DEFAULT_PATCH = 256
 
 
 def fingerprint(path: Path) -> str:
@@ -51,15 +48,17 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class SlideResult:
+@dataclass(kw_only=True)
+class SlidePrediction:
     """A slide's prediction with the geometry needed to draw its attention.
 
     Attributes:
         coords: (N, 2) int64 level-0 (x, y) of each tile.
         prediction: probabilities (C,), attention (M, N); of an ensemble: the mean probabilities and the
             members' mean attention (1, N).
-        level0_size: (width, height) of the slide (from the image, the file's attributes or the coords).
+        patch_size_level0: tile side in level-0 px; None when unknown (one tile, no ``patch_size_level0``).
+        level0_size: (width, height) of the slide (from the image, the file's attributes or the tiles);
+            None when none of them tells (no image, no attributes, tile size unknown).
         members: each ensemble member's own prediction (one: ``prediction`` itself).
     """
 
@@ -67,10 +66,20 @@ class SlideResult:
     key: str
     coords: np.ndarray
     prediction: BagPrediction
-    patch_size_level0: int
-    level0_size: tuple[int, int]
+    patch_size_level0: int | None
+    level0_size: tuple[int, int] | None
     elapsed_ms: float
     members: list[BagPrediction] = field(default_factory=list)
+
+    def geometry(self) -> tuple[int, tuple[int, int]]:
+        """(patch_size_level0, level0_size) to draw the attention on the slide; 422 when the tile size is
+        unknown: a guessed size would draw the tile in the wrong place. The prediction needs neither."""
+        if self.patch_size_level0 is None or self.level0_size is None:
+            raise BadInput(
+                f"slide {self.slide_id!r}: patch size unknown (one tile and no patch_size_level0 attribute in its "
+                "feature file), so its attention cannot be placed on the slide; its prediction is still served"
+            )
+        return self.patch_size_level0, self.level0_size
 
     def scores(self, branch: int | None, model: int | None = None) -> np.ndarray:
         """(N,) attention of the model (``model`` None: of an ensemble, the mean of its members'), or of
@@ -163,8 +172,8 @@ class Engine:
         return {
             "slide_id": entry.slide_id,
             "has_image": info["has_image"],
-            "width": result.level0_size[0],
-            "height": result.level0_size[1],
+            "width": result.level0_size[0] if result.level0_size else None,
+            "height": result.level0_size[1] if result.level0_size else None,
             "mpp": mpp,
             "n_tiles": meta.n_patches,
             "feature_dim": meta.dim,
@@ -179,7 +188,7 @@ class Engine:
         }
 
     # --- predictions --------------------------------------------------------------------------
-    def predict(self, entry: SlideEntry) -> tuple[SlideResult, bool]:
+    def predict(self, entry: SlideEntry) -> tuple[SlidePrediction, bool]:
         """The slide's prediction and whether it came from the cache (keyed by the file's content)."""
         try:
             key = fingerprint(entry.features_path)
@@ -222,7 +231,7 @@ class Engine:
                 continue
         return done
 
-    def predict_features(self, feats: SlideFeatures) -> SlideResult:
+    def predict_features(self, feats: SlideFeatures) -> SlidePrediction:
         """Prediction for features not on disk (uploads); not cached."""
         header = FeatureMeta(
             Path(feats.slide_id),
@@ -238,19 +247,27 @@ class Engine:
             raise BadInput(f"uploaded features of {feats.slide_id!r} were {conflict}")
         return self._run(feats, "upload", time.perf_counter(), None)
 
-    def _run(self, feats: SlideFeatures, key: str, start: float, image_size: tuple[int, int] | None) -> SlideResult:
+    def _run(self, feats: SlideFeatures, key: str, start: float, image_size: tuple[int, int] | None) -> SlidePrediction:
         in_dim = self.loaded.card.in_dim
         if feats.dim != in_dim:
             raise BadInput(f"{feats.slide_id}: feature dim {feats.dim} does not match the model's in_dim {in_dim}")
-        patch = feats.patch_size_level0 or DEFAULT_PATCH
+        patch = feats.patch_size_level0  # None: one tile without the attribute (predicted, not drawn)
         with self._model_slots:
             both = self.ensemble.predict(feats.features)
         prediction = both.members[0]
         if len(both.members) > 1:
             prediction = BagPrediction(both.probabilities, both.mean_attention[None])
-        size = image_size or level0_extent(feats.coord_attrs, feats.coords, patch)
-        elapsed = (time.perf_counter() - start) * 1000.0
-        return SlideResult(feats.slide_id, key, feats.coords, prediction, int(patch), size, elapsed, both.members)
+        size = image_size or _extent(feats, patch)
+        return SlidePrediction(
+            slide_id=feats.slide_id,
+            key=key,
+            coords=feats.coords,
+            prediction=prediction,
+            patch_size_level0=None if patch is None else int(patch),
+            level0_size=size,
+            elapsed_ms=(time.perf_counter() - start) * 1000.0,
+            members=both.members,
+        )
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -261,10 +278,11 @@ class Engine:
     # --- attention rendering ------------------------------------------------------------------
     def heatmap_png(self, entry: SlideEntry, branch: int | None, model: int | None = None, **options: Any) -> bytes:
         """The heatmap over the slide thumbnail (or a blank canvas), as PNG bytes (``model``: see
-        :meth:`SlideResult.scores`)."""
+        :meth:`SlidePrediction.scores`)."""
         from acmil.heatmap import render_heatmap
 
         result, _ = self.predict(entry)
+        patch, level0_size = result.geometry()
         scores = result.scores(branch, model)
         key = (result.key, branch, model, tuple(sorted(options.items())))
         png = self._heatmaps.get(key)
@@ -277,8 +295,8 @@ class Engine:
                 image = render_heatmap(
                     result.coords,
                     scores,
-                    result.patch_size_level0,
-                    result.level0_size,
+                    patch,
+                    level0_size,
                     background=background,
                     **options,
                 )
@@ -305,13 +323,14 @@ class Engine:
         key = (result.key, branch, model, cmap, normalisation, round(float(smoothing), 3))
         overlay = self._overlays.get(key)
         if overlay is None:
-            size = overlay_max_size(result.level0_size, result.patch_size_level0)
+            patch, level0_size = result.geometry()
+            size = overlay_max_size(level0_size, patch)
             try:
                 image = render_overlay(
                     result.coords,
                     scores,
-                    result.patch_size_level0,
-                    result.level0_size,
+                    patch,
+                    level0_size,
                     max_size=size,
                     cmap=cmap,
                     alpha=1.0,
@@ -320,7 +339,7 @@ class Engine:
                 )
             except ValueError as err:
                 raise BadInput(str(err)) from err
-            overlay = DeepZoomOverlay(image, result.level0_size, self.settings.tile_size, self.settings.tile_overlap)
+            overlay = DeepZoomOverlay(image, level0_size, self.settings.tile_size, self.settings.tile_overlap)
             self._overlays.put(key, overlay)
         return overlay
 
@@ -329,6 +348,14 @@ class Engine:
             return _png(overlay.get_tile(level, col, row))
         except ValueError as err:
             raise NotFound(str(err)) from err
+
+
+def _extent(feats: SlideFeatures, patch: int | None) -> tuple[int, int] | None:
+    """The slide's level-0 size from the file's attributes or its tiles; None for one tile of unknown size."""
+    attrs = feats.coord_attrs
+    if patch is None and not (attrs.get("level0_width") and attrs.get("level0_height")):
+        return None
+    return level0_extent(attrs, feats.coords, patch or 0)  # the tile size is used only without the attributes
 
 
 def _png(image: Any) -> bytes:

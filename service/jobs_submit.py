@@ -4,10 +4,11 @@ path inside the import folder, and opening the slide with OpenSlide before anyth
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from acmil.atomic import publish
 
 from .errors import ServiceError
 from .registry import SLIDE_EXTENSIONS
@@ -76,8 +77,8 @@ async def store_upload(service, chunks: AsyncIterator[bytes], name: str) -> tupl
         if size == 0:
             raise JobError(422, f"{name!r}: empty upload")
         digest = h.hexdigest()
-        final = service.uploads / f"{digest[:24]}{ext}"
-        os.replace(tmp, final)
+        final = service.uploads / f"{digest[:24]}{ext}"  # named by its content: known only once written
+        publish(tmp, final)
         return final, digest
     finally:
         tmp.unlink(missing_ok=True)

@@ -53,12 +53,14 @@ class SlideSummary(BaseModel):
 class SlideMetadata(BaseModel):
     slide_id: str
     has_image: bool
-    width: int = Field(description="level-0 width in pixels")
-    height: int
+    width: int | None = Field(
+        description="level-0 width in pixels; None when unknown (no image, no level0_width, tile size unknown)"
+    )
+    height: int | None
     mpp: float | None = Field(None, description="µm per level-0 pixel; None when unknown")
     n_tiles: int
     feature_dim: int
-    patch_size_level0: int
+    patch_size_level0: int | None = Field(description="None when unknown: one tile and no patch_size_level0")
     vendor: str | None = None
     level_count: int | None = None
     objective_power: float | None = None
@@ -73,7 +75,7 @@ class TileScore(BaseModel):
     index: int = Field(description="row in the feature file")
     x: int = Field(description="level-0 x of the tile's top-left corner")
     y: int
-    size: int = Field(description="tile side in level-0 pixels")
+    size: int | None = Field(description="tile side in level-0 pixels; None when unknown")
     score: float = Field(description="attention (mean over branches, softmax over tiles)")
 
 
@@ -94,7 +96,7 @@ class Prediction(BaseModel):
     )
     attention_model: str = Field("mean", description='whose attention top_tiles rank: "mean" or member k')
     n_tiles: int
-    patch_size_level0: int
+    patch_size_level0: int | None = Field(description="None when unknown: the attention is then not drawn")
     top_tiles: list[TileScore]
     attention: AttentionSummary
     cached: bool = Field(description="served from the per-slide cache")

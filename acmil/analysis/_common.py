@@ -18,8 +18,8 @@ from acmil.atomic import atomic_path, write_csv, write_json  # noqa: F401 - re-e
 from acmil.features import SlideFeatures, list_feature_files, read_features
 
 
-@dataclass
-class SlideResult:
+@dataclass(kw_only=True)
+class AnalysedSlide:
     """One slide run through a model.
 
     Attributes:
@@ -85,12 +85,12 @@ def iter_slides(files: dict[str, Path], log: BatchLog, in_dim: int | None = None
         yield slide
 
 
-def run_model(model: Any, slide: SlideFeatures) -> SlideResult:
+def run_model(model: Any, slide: SlideFeatures) -> AnalysedSlide:
     """Eval-mode attention and probabilities of ``model`` on one slide."""
     from acmil.inference import predict_bag
 
     pred = predict_bag(model, slide.features)
-    return SlideResult(slide, pred.attention, pred.probabilities)
+    return AnalysedSlide(slide=slide, attention=pred.attention, probabilities=pred.probabilities)
 
 
 def checkpoint_names(

@@ -75,6 +75,7 @@ def attention_geojson(
     from acmil.geojson import attention_features
 
     result, _ = engine.predict(slide)
+    patch, _ = result.geometry()
     members = result.members or [result.prediction]
     if model is not None:
         result.scores(None, model)  # the range check, with its message
@@ -87,7 +88,7 @@ def attention_geojson(
             collection = attention_features(
                 slide.slide_id,
                 result.coords,
-                result.patch_size_level0,
+                patch,
                 attention,
                 top_k=top_k,
                 object_type=object_type,

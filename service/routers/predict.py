@@ -15,7 +15,7 @@ from acmil import __version__
 from acmil.heatmap import DEFAULT_CMAP, DEFAULT_NORMALISATION, DEFAULT_SMOOTHING
 
 from ..dependencies import BranchDep, EngineDep, ModelDep, SettingsDep, SlideDep
-from ..engine import Engine, SlideResult
+from ..engine import Engine, SlidePrediction
 from ..errors import BadInput, TooLarge
 from ..schemas import (
     Attention,
@@ -81,7 +81,9 @@ def model_info(engine: EngineDep) -> ModelInfo:
     )
 
 
-def build_prediction(engine: Engine, result: SlideResult, cached: bool, top_k: int, model: int | None = None) -> dict:
+def build_prediction(
+    engine: Engine, result: SlidePrediction, cached: bool, top_k: int, model: int | None = None
+) -> dict:
     """The fields of :class:`Prediction` from a slide result; top tiles by ``model``'s attention (None: the
     model's, or an ensemble's mean)."""
     names = engine.loaded.card.class_names
@@ -149,8 +151,9 @@ def prediction(
 @router.get("/slides/{slide_id}/attention", response_model=Attention)
 def attention(slide: SlideDep, engine: EngineDep, branch: BranchDep, model: ModelDep) -> Attention:
     """Every tile's coords and attention: the mean over branches, or ``branch=i``; of an ensemble, the mean
-    of its members' or member ``model=k``'s."""
+    of its members' or member ``model=k``'s (422 when the tile size is unknown)."""
     result, _ = engine.predict(slide)
+    patch, _ = result.geometry()
     scores = result.scores(branch, model)
     members = result.members or [result.prediction]
     return Attention(
@@ -159,7 +162,7 @@ def attention(slide: SlideDep, engine: EngineDep, branch: BranchDep, model: Mode
         model="mean" if model is None else str(model),
         n_models=len(members),
         n_branches=int((result.prediction if model is None else members[model]).attention.shape[0]),
-        patch_size_level0=result.patch_size_level0,
+        patch_size_level0=patch,
         coords=result.coords.tolist(),
         scores=scores.astype(float).tolist(),
     )

@@ -176,7 +176,7 @@
       button.type = "button";
       button.title = `#${tile.rank} at (${tile.x}, ${tile.y}), attention ${tile.score.toExponential(2)}`;
       button.dataset.rank = tile.rank;
-      if (meta.has_image) {
+      if (meta.has_image && tile.size != null) {
         const img = document.createElement("img");
         img.loading = "lazy";
         img.alt = `tile ${tile.rank}`;
@@ -192,7 +192,7 @@
       rank.className = "rank";
       rank.textContent = tile.rank;
       button.appendChild(rank);
-      button.addEventListener("click", () => goToTile(tile, button));
+      if (tile.size != null) button.addEventListener("click", () => goToTile(tile, button));
       gallery.appendChild(button);
     }
   }
@@ -230,12 +230,14 @@
       renderGallery(pred, meta);
       const sources = [];
       if (meta.has_image) sources.push({ tileSource: `${API}/slides/${id}/slide.dzi`, x: 0, y: 0, width: 1 });
+      // Without a known tile size the attention has no place on the slide: prediction only.
+      const drawable = meta.patch_size_level0 != null;
       const lut = await loadLut(view().colormap);
-      sources.push({ tileSource: overlaySource(meta, lut), x: 0, y: 0, width: 1, opacity: opacity() });
+      if (drawable) sources.push({ tileSource: overlaySource(meta, lut), x: 0, y: 0, width: 1, opacity: opacity() });
       if (!meta.has_image) document.body.dataset.slideLoaded = "none";
-      viewer.open(sources);
+      if (sources.length) viewer.open(sources); else viewer.close();
       location.hash = "slide=" + id;
-      setStatus("");
+      setStatus(drawable ? "" : "Patch size unknown (one tile, no patch_size_level0): no heatmap for this slide.");
       document.body.dataset.state = "ready";
     } catch (err) {
       document.body.dataset.state = "error";
@@ -253,7 +255,7 @@
   viewer.addHandler("open-failed", (e) => setStatus(`Could not open the slide: ${e.message}`, true));
 
   async function reloadOverlay() {
-    if (!state.meta) return;
+    if (!state.meta || state.meta.patch_size_level0 == null) return;
     const old = state.overlayItem;
     delete document.body.dataset.overlayLoaded;
     let lut;

@@ -43,3 +43,19 @@ def test_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
         with pytest.raises(OSError, match="p.csv: disk full"):
             write_csv(disk / "p.csv", [{"slide_id": "a" * 100_000}])
         assert not (disk / "p.csv").exists()
+
+
+def test_publish_renames_a_finished_file_and_names_the_target_when_it_cannot(tmp_path):
+    from acmil.atomic import AtomicWriteError, publish, temp_path
+
+    target = tmp_path / "upload.svs"
+    tmp = temp_path(target)
+    assert tmp.parent == tmp_path and tmp.name.startswith(".upload.svs.") and tmp.name.endswith(".partial")
+    tmp.write_bytes(b"whole")
+    assert publish(tmp, target) == target
+    assert target.read_bytes() == b"whole" and not tmp.exists()
+    tmp.write_bytes(b"again")
+    missing = tmp_path / "gone" / "upload.svs"  # its folder does not exist: the rename fails
+    with pytest.raises(AtomicWriteError, match=f"cannot write {missing}"):
+        publish(tmp, missing)
+    assert tmp.read_bytes() == b"again"  # left for the caller to remove

@@ -172,8 +172,8 @@ def test_a_real_lightning_checkpoint_loads_with_weights_only(tmp_path, repo_root
     import pickletools
     import zipfile
 
+    from acmil.synthetic.features import make_cohort
     from acmil.training.cli import run_training
-    from acmil.training.synthetic_features import make_cohort
 
     monkeypatch.chdir(repo_root)
     torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import torch
 from acmil.checkpoint import ModelCard, build_model, save_model
 from acmil.cli import main
 from acmil.features import read_features
-from acmil.training.synthetic_features import make_cohort
+from acmil.synthetic.features import make_cohort
 
 NAMES = ["normal", "tumour"]
 

@@ -83,7 +83,7 @@ def test_tile_coverage_is_area_weighted_over_a_full_grid() -> None:
 
 def test_the_three_former_copies_agree() -> None:
     from acmil.analysis.masks import tile_fractions
-    from acmil.preprocessing.synthetic import tumour_fraction
+    from acmil.synthetic.slides import tumour_fraction
 
     rng = np.random.default_rng(2)
     mask = rng.random((30, 40)) > 0.4
@@ -102,7 +102,7 @@ def test_read_mask_threshold_and_downsample(tmp_path) -> None:
     mask, down = read_mask(tmp_path / "m.png")
     assert mask.tolist() == [[True, False, False], [False, False, True]] and down == 32.0
 
-    from acmil.preprocessing.synthetic import read_mask as synthetic_read_mask
+    from acmil.synthetic.slides import read_mask as synthetic_read_mask
 
     assert synthetic_read_mask(tmp_path / "m.png")[0].tolist() == mask.tolist()
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from acmil.checkpoint import load_model
-from acmil.training.synthetic_features import make_cohort
+from acmil.synthetic.features import make_cohort
 
 FAST = [
     "--trainer.enable_progress_bar",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from acmil.training.synthetic_features import SyntheticCohort, make_cohort
+from acmil.synthetic.features import SyntheticCohort, make_cohort
 from tests.helpers.cohorts import train_args, train_in_repo
 
 

@@ -1,6 +1,6 @@
 """Tiny cohorts and the runs trained on them.
 
-- For the training and evaluation tests, on the cohorts of acmil.training.synthetic_features: the fast trainer
+- For the training and evaluation tests, on the cohorts of acmil.synthetic.features: the fast trainer
   settings, the ``acmil train`` arguments, and one run in-process.
 - For the analysis and docker tests: a cohort of feature files with tumour masks (``make_tumour_cohort``) and a
   plain-torch checkpoint trained on it (``train_on_cohort``): real models whose attention should find the tumour,
@@ -25,7 +25,7 @@ from acmil.models import create_model
 from tests.helpers.plain_training import fit_bags
 
 if TYPE_CHECKING:
-    from acmil.training.synthetic_features import SyntheticCohort
+    from acmil.synthetic.features import SyntheticCohort
 
 # Tiny model, strong planted signal: a few CPU seconds per run. lr is raised from the paper's 1e-4 because
 # the toy cohort gives only a few hundred optimiser steps.

@@ -27,7 +27,7 @@ CLASSES = ["normal", "tumour"]
 
 def make_slide(path: Path, seed: int = 1, width: int = 1536, height: int = 1024, tumour: bool = True) -> Path:
     """A tiled pyramidal TIFF with a resolution tag (0.5 µm/px) that OpenSlide opens."""
-    from acmil.preprocessing.synthetic import generate_slide
+    from acmil.synthetic.slides import generate_slide
 
     path.parent.mkdir(parents=True, exist_ok=True)
     generate_slide(path, path.with_suffix(".mask.png"), tumour, seed, width, height, 0.5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from acmil.preprocessing.synthetic import generate_cohort
+from acmil.synthetic.slides import generate_cohort
 from tests.helpers.slides import FAST_PREPROCESS
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from acmil.features import read_features
 from acmil.preprocessing.lease import SlideLeases, stale_partials
-from acmil.preprocessing.synthetic import generate_cohort
+from acmil.synthetic.slides import generate_cohort
 
 
 def test_partials_are_matched_by_exact_slide_id(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from acmil.cli import main as acmil_main
 from acmil.features import read_features
-from acmil.preprocessing.synthetic import generate_cohort
+from acmil.synthetic.slides import generate_cohort
 
 # ~190 tiles of 32 px (64 level-0 px) per slide, 12 batches: long enough to be killed half-way through a slide.
 ARGS = [

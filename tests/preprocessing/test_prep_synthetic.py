@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 import pytest
 
-from acmil.preprocessing.synthetic import generate_cohort, main, read_mask, tumour_fraction
+from acmil.synthetic.slides import generate_cohort, main, read_mask, tumour_fraction
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from acmil.features import write_features
+from acmil.synthetic.features import make_cohort
 from acmil.training.cohort import DataValidationError
 from acmil.training.data import FeatureDataModule, collate_bags
-from acmil.training.synthetic_features import make_cohort
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from acmil.synthetic.features import make_cohort
 from acmil.training.cohort import DataValidationError, read_labels
 from acmil.training.data import FeatureDataModule
-from acmil.training.synthetic_features import make_cohort
 
 
 def _relabel(labels_csv: Path, out: Path, mapping, encoding: str = "utf-8") -> Path:

@@ -237,7 +237,7 @@ def test_cv(cohort, tmp_path: Path, train_args) -> None:
 
 @pytest.mark.parametrize("config", ["configs/abmil.yaml", "configs/mean.yaml", "configs/max.yaml"])
 def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> None:
-    from acmil.training.synthetic_features import make_cohort
+    from acmil.synthetic.features import make_cohort
 
     c = make_cohort(tmp_path / "c", n_slides=30, n_patches=(20, 40), dim=16, class_names=("a", "b", "c"), seed=2)
     run = tmp_path / "run"

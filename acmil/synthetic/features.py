@@ -7,13 +7,13 @@ classes, as in real whole-slide classification. Files are format-1 (``acmil.feat
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from acmil.atomic import write_csv
 from acmil.features import write_features
 
 
@@ -92,8 +92,5 @@ def make_cohort(
             slide += 1
     labels_csv = out / "labels.csv"
     fields = ["slide_id", "label", "case_id"] + (["split"] if split_column else [])
-    with labels_csv.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(labels_csv, rows, fields)
     return SyntheticCohort(feat_dir, labels_csv, list(class_names), labels, tumour)

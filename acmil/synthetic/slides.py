@@ -4,8 +4,8 @@ For tests, benchmarks and the demo: real slides with pixel-level annotations can
 
 Command line::
 
-    python -m acmil.preprocessing.synthetic --out DIR --n-slides 24 [--seed 0] [--width 4608 --height 3584]
-                                           [--mpp 0.5] [--compression zlib|jpeg|none]
+    python -m acmil.synthetic.slides --out DIR --n-slides 24 [--seed 0] [--width 4608 --height 3584]
+                                    [--mpp 0.5] [--compression zlib|jpeg|none]
 
 Output layout::
 
@@ -36,7 +36,6 @@ Python API::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ import tifffile
 from PIL import Image, PngImagePlugin
 
 from acmil import geometry
-from acmil.atomic import atomic_path
+from acmil.atomic import atomic_path, write_csv
 
 MASK_DOWNSAMPLE = 16  # level-0 pixels per mask pixel (also the resolution of the generating fields)
 TILE = 256  # TIFF tile side; also the rendering unit
@@ -196,7 +195,7 @@ def _pyramid_downsamples(width: int, height: int) -> list[int]:
 
 
 def _write_tiff(path: Path, renderer: _Renderer, width: int, height: int, mpp: float, compression: str) -> None:
-    """Stream level 0 tile by tile, keeping a 1/4 image in memory for the reduced levels; atomic rename."""
+    """Stream level 0 tile by tile, keeping a 1/4 image in memory for the reduced levels; written atomically."""
     downs = _pyramid_downsamples(width, height)
     small = np.zeros((-(-height // 4), -(-width // 4), 3), np.uint8) if len(downs) > 1 else None
     res_cm = 1e4 / mpp  # pixels per centimetre; OpenSlide derives openslide.mpp-x from it
@@ -244,7 +243,8 @@ def generate_slide(
     mask = (tumour_field > 0.5) & (tissue > 0.5)
     info = PngImagePlugin.PngInfo()
     info.add_text("acmil_downsample", str(MASK_DOWNSAMPLE))
-    Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path, pnginfo=info)
+    with atomic_path(mask_path) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG", pnginfo=info)
     frac = float(mask.sum() / max(1, (tissue > 0.5).sum()))
     label = "tumour" if tumour else "normal"
     return SyntheticSlide(path.stem, path, mask_path, label, width, height, frac)
@@ -283,11 +283,8 @@ def generate_cohort(
             slides = list(pool.map(_generate_job, jobs))
     else:
         slides = [generate_slide(*job) for job in jobs]
-    with open(out / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["slide_id", "label", "case_id"])
-        for s in slides:
-            w.writerow([s.slide_id, s.label, f"case_{s.slide_id[4:7]}"])
+    rows = [{"slide_id": s.slide_id, "label": s.label, "case_id": f"case_{s.slide_id[4:7]}"} for s in slides]
+    write_csv(out / "labels.csv", rows, ["slide_id", "label", "case_id"])
     return slides
 
 
@@ -325,7 +322,7 @@ def tumour_fraction(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m acmil.preprocessing.synthetic", description=__doc__.split("\n")[0], allow_abbrev=False
+        prog="python -m acmil.synthetic.slides", description=__doc__.split("\n")[0], allow_abbrev=False
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (slides/, masks/, labels.csv)")
     p.add_argument("--n-slides", type=int, default=24, help="number of slides, half normal and half tumour")
