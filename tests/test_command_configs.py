@@ -18,6 +18,16 @@ COMMANDS = {
     ),
     "report": ("acmil.evaluation.report", "ReportConfig", ["runs/a", "--n-boot", "20", "--out", "r.html"]),
     "calibrate": ("acmil.evaluation.temperature", "CalibrateConfig", ["runs/a", "--split", "test", "--out", "c.ckpt"]),
+    "import-checkpoint": (
+        "acmil.reference",
+        "ImportCheckpointConfig",
+        ["ref.pth", "--out", "m.ckpt", "--classes", "a,b", "--top-k", "3", "--recipe-from", "f.h5"],
+    ),
+    "predict": (
+        "acmil.training.predict",
+        "PredictConfig",
+        ["--checkpoint", "a.ckpt", "--checkpoint", "b.ckpt", "--features", "f", "--out", "p.csv", "--per-model"],
+    ),
 }
 
 
