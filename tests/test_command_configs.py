@@ -23,6 +23,40 @@ COMMANDS = {
         "ImportCheckpointConfig",
         ["ref.pth", "--out", "m.ckpt", "--classes", "a,b", "--top-k", "3", "--recipe-from", "f.h5"],
     ),
+    "heatmap": (
+        "acmil.analysis.heatmaps",
+        "HeatmapConfig",
+        [
+            "--checkpoint",
+            "m.ckpt",
+            "--features",
+            "f",
+            "--out",
+            "o",
+            "--slide-ids",
+            "s1",
+            "s2",
+            "--format",
+            "png,geojson",
+        ]
+        + ["--no-branches", "--normalisation", "rank", "--alpha", "0.3"],
+    ),
+    "umap": (
+        "acmil.analysis.umap_plot",
+        "UmapConfig",
+        ["--checkpoint", "m.ckpt", "--features", "f", "--out", "o", "--annotations", "a", "--classes", "Tumor,Other"],
+    ),
+    "attention-stats": (
+        "acmil.analysis.attention_stats",
+        "AttentionStatsConfig",
+        ["--checkpoint", "a.ckpt", "--name", "A", "--checkpoint", "b.ckpt", "--name", "B", "--features", "f"]
+        + ["--out", "o", "--slides", "s1", "s2"],
+    ),
+    "localisation": (
+        "acmil.analysis.localisation",
+        "LocalisationConfig",
+        ["--checkpoint", "m.ckpt", "--features", "f", "--out", "o", "--masks", "m", "--mask-downsample", "16"],
+    ),
     "predict": (
         "acmil.training.predict",
         "PredictConfig",
@@ -44,3 +78,14 @@ def test_print_config_round_trips(command: str, tmp_path, capsys) -> None:
     again = config_from(module.build_parser().parse_args(["--config", str(tmp_path / "config.yaml")]), config_class)
     assert again == direct
     assert again != config_class(**{**vars(direct), "out": "elsewhere"})  # the comparison can fail
+
+
+def test_localisation_takes_its_ground_truth_from_a_config_file(tmp_path, capsys) -> None:
+    from acmil.analysis.localisation import LocalisationConfig, build_parser, main
+
+    (tmp_path / "c.yaml").write_text("checkpoint: m.ckpt\nfeatures: f\nout: o\nmasks: masks\n")
+    config = config_from(build_parser().parse_args(["--config", str(tmp_path / "c.yaml")]), LocalisationConfig)
+    assert (config.masks, config.annotations) == ("masks", None)
+    with pytest.raises(SystemExit) as exc:  # neither on the command line nor in a file: refused before any work
+        main(["--checkpoint", "m.ckpt", "--features", "f", "--out", "o"])
+    assert exc.value.code == 2 and "one of the arguments --masks --annotations is required" in capsys.readouterr().err
