@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from acmil.atomic import save_torch, write_json
-from acmil.checkpoint import read_checkpoint
 from acmil.command import CommandParser, command_parser, config_from
 
 from .calibration import calibration_summary, fit_temperature
@@ -56,6 +55,7 @@ def split_logits(
 
 def write_temperature(checkpoint: Path, temperature: float, out: Path | None = None) -> Path:
     """Store ``temperature`` in the checkpoint's card (atomically, in place unless ``out``)."""
+    from acmil.checkpoint import read_checkpoint
 
     payload = read_checkpoint(checkpoint)  # weights_only: never unpickle code from a checkpoint
     card = payload.get("acmil")
