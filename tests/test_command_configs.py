@@ -89,3 +89,15 @@ def test_localisation_takes_its_ground_truth_from_a_config_file(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:  # neither on the command line nor in a file: refused before any work
         main(["--checkpoint", "m.ckpt", "--features", "f", "--out", "o"])
     assert exc.value.code == 2 and "one of the arguments --masks --annotations is required" in capsys.readouterr().err
+
+
+def test_a_repeatable_option_may_be_one_value_in_a_config_file(tmp_path) -> None:
+    from acmil.training.predict import PredictConfig, build_parser
+
+    (tmp_path / "c.yaml").write_text("checkpoint: a.ckpt\nfeatures: f\nout: p.csv\n")
+    alone = config_from(build_parser().parse_args(["--config", str(tmp_path / "c.yaml")]), PredictConfig)
+    assert alone.checkpoint == ["a.ckpt"]  # one model, not the characters of its name
+    more = config_from(
+        build_parser().parse_args(["--config", str(tmp_path / "c.yaml"), "--checkpoint", "b.ckpt"]), PredictConfig
+    )
+    assert more.checkpoint == ["a.ckpt", "b.ckpt"]  # the command line adds to the file, as repeated flags do

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import AppendAction, CommandParser, as_list, command_parser, config_from
 
 from ._common import (
     BatchLog,
@@ -168,6 +168,9 @@ class AttentionStatsConfig:
     name: list[str] | None = None  # display name per checkpoint
     slides: list[str] | None = None  # slide ids (default: all)
 
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.checkpoint, self.name, self.slides = as_list(self.checkpoint), as_list(self.name), as_list(self.slides)
+
 
 @dataclass(kw_only=True)
 class AttentionStatsResult:
@@ -193,8 +196,8 @@ def run_attention_stats(config: AttentionStatsConfig) -> AttentionStatsResult:
 
 def build_parser() -> CommandParser:
     p = command_parser("acmil attention-stats", __doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", action="append", required=True, help="checkpoint; repeat to compare models")
-    p.add_argument("--name", action="append", help="display name per --checkpoint (default: the architecture)")
+    p.add_argument("--checkpoint", action=AppendAction, required=True, help="checkpoint; repeat to compare models")
+    p.add_argument("--name", action=AppendAction, help="display name per --checkpoint (default: the architecture)")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--slides", nargs="+", help="slide ids to analyse (default: all)")
     p.add_argument("--out", required=True, help="output folder")

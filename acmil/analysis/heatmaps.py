@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import CommandParser, as_list, command_parser, config_from
 from acmil.geometry import SLIDE_EXTENSIONS, level0_extent
 from acmil.heatmap import (
     DEFAULT_CMAP,
@@ -190,6 +190,9 @@ class HeatmapConfig:
     format: list[str] = field(default_factory=lambda: ["png"])
     top_k: int = 10
     geojson_legacy: bool = False
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slide_ids = as_list(self.slide_ids)
 
 
 @dataclass(kw_only=True)

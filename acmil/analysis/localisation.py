@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import CommandParser, as_list, command_parser, config_from
 
 from ._common import BatchLog, iter_slides, run_model, select_slides, write_csv, write_json
 from .masks import GroundTruth
@@ -122,6 +122,9 @@ class LocalisationConfig:
     slides: list[str] | None = None  # slide ids (default: all)
     threshold: float = 0.5
     mask_downsample: float | None = None
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slides = as_list(self.slides)
 
 
 @dataclass(kw_only=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import CommandParser, as_list, command_parser, config_from
 from acmil.geometry import rank_normalise
 
 from ._common import BatchLog, iter_slides, pyplot, save_figure, select_slides, write_csv, write_json
@@ -193,6 +193,9 @@ class UmapConfig:
     max_points_per_slide: int = 1000
     seed: int = 0
     threshold: float = 0.5
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slides = as_list(self.slides)
 
 
 @dataclass(kw_only=True)

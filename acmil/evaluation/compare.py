@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from acmil.atomic import write_json
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import CommandParser, as_list, command_parser, config_from
 
 from .bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_indices, bootstrap_metrics, percentile_interval
 from .delong import delong_test
@@ -197,6 +197,9 @@ class CompareConfig:
     n_boot: int = DEFAULT_RESAMPLES
     seed: int = 0
     out: str = "compare"
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.names = as_list(self.names)
 
 
 @dataclass(kw_only=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acmil.atomic import write_csv
-from acmil.command import CommandParser, command_parser, config_from
+from acmil.command import AppendAction, CommandParser, as_list, command_parser, config_from
 
 
 class NothingPredicted(ValueError):
@@ -45,6 +45,9 @@ class PredictConfig:
     encoder_weights: str | None = None
     labels_csv: str | None = None
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.checkpoint = as_list(self.checkpoint)  # a config file may name one checkpoint without a list
 
 
 @dataclass(kw_only=True)
@@ -99,7 +102,7 @@ def build_parser() -> CommandParser:
     p.add_argument(
         "--checkpoint",
         required=True,
-        action="append",
+        action=AppendAction,
         help="best.ckpt from training, an imported checkpoint, a run directory or a cv directory (every "
         "fold's best.ckpt); repeat it for an ensemble of one recipe: probabilities are averaged",
     )
