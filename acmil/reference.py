@@ -205,7 +205,9 @@ def run_import_checkpoint(config: ImportCheckpointConfig) -> ImportCheckpointRes
         from acmil.recipe import read_recipe_arg
 
         encoder = read_recipe_arg(config.recipe_from, config.recipe, config.encoder)
-    model, card = convert_reference(config.reference, names, config.top_k, config.mask_ratio, encoder)
+    model, card = convert_reference(
+        config.reference, class_names=names, top_k=config.top_k, mask_ratio=config.mask_ratio, encoder=encoder
+    )
     return ImportCheckpointResult(checkpoint=save_model(config.out, model, card), card=card)
 
 

@@ -188,7 +188,13 @@ class AttentionStatsResult:
 
 def run_attention_stats(config: AttentionStatsConfig) -> AttentionStatsResult:
     """Run every checkpoint on the selected slides and write the statistics into ``config.out``."""
-    summary = attention_stats(config.checkpoint, config.features, config.out, config.slides, config.name)
+    summary = attention_stats(
+        checkpoints=config.checkpoint,
+        features_dir=config.features,
+        out_dir=config.out,
+        slide_ids=config.slides,
+        names=config.name,
+    )
     out = Path(config.out)
     paths = [out / "attention_stats.csv", out / "attention_stats.json", out / "attention_curve.png"]
     return AttentionStatsResult(summary=summary, paths=paths)

@@ -224,7 +224,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     names = tuple(config.names or (Path(config.run_a).resolve().name, Path(config.run_b).resolve().name))
     if len(names) != 2:
         raise ValueError(f"names: two display names are needed (A and B), got {list(names)}")
-    comparison = compare(a, b, names, config.n_boot, config.seed)
+    comparison = compare(a, b, names, n_boot=config.n_boot, seed=config.seed)
     paths = write_outputs(comparison, a, b, Path(config.out))
     return CompareResult(comparison=comparison, table=format_table(comparison), paths=paths)
 

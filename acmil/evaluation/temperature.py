@@ -149,7 +149,12 @@ def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
     result = CalibrateResult(records={})
     for run in runs:
         rec = calibrate_run(
-            run, config.split, path(config.checkpoint), path(config.features), path(config.labels_csv), path(config.out)
+            run,
+            split=config.split,
+            checkpoint=path(config.checkpoint),
+            features_dir=path(config.features),
+            labels_csv=path(config.labels_csv),
+            out=path(config.out),
         )
         result.records[str(run)] = rec
         result.paths += [Path(rec["checkpoint"]), run / "calibration.json"]

@@ -90,10 +90,21 @@ def run_predict(config: PredictConfig) -> PredictResult:
     if config.slides:
         from acmil.predict_slides import predict_slides
 
-        done = predict_slides(config.checkpoint[0], config.slides, config.out, config.device, config.encoder_weights)
+        done = predict_slides(
+            checkpoint=config.checkpoint[0],
+            slides=config.slides,
+            out=config.out,
+            device=config.device,
+            weights_file=config.encoder_weights,
+        )
         return PredictResult(csv=done.csv, rows=done.rows, failures=done.failures, seconds=done.seconds)
     return predict_features(
-        config.checkpoint, config.features, config.out, config.labels_csv, config.device, config.per_model
+        checkpoint=config.checkpoint,
+        features=config.features,
+        out=config.out,
+        labels_csv=config.labels_csv,
+        device=config.device,
+        per_model=config.per_model,
     )
 
 
