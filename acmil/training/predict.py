@@ -67,10 +67,10 @@ class PredictResult:
     skipped: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)  # every file written: the CSV first
 
-    @property
-    def paths(self) -> list[Path]:
-        return [self.csv]
+    def __post_init__(self) -> None:
+        self.paths = self.paths or [self.csv]
 
 
 def config_problem(config: PredictConfig) -> str | None:
@@ -97,7 +97,10 @@ def run_predict(config: PredictConfig) -> PredictResult:
             device=config.device,
             weights_file=config.encoder_weights,
         )
-        return PredictResult(csv=done.csv, rows=done.rows, failures=done.failures, seconds=done.seconds)
+        out = Path(config.out)
+        written = [done.csv] + [out / "heatmaps" / f"{row['slide_id']}.png" for row in done.rows]
+        written += [out / "failures.csv"] if done.failures else []
+        return PredictResult(csv=done.csv, rows=done.rows, failures=done.failures, seconds=done.seconds, paths=written)
     return predict_features(
         checkpoint=config.checkpoint,
         features=config.features,
