@@ -23,6 +23,7 @@ the parsed namespace, so adding an option is: a field on the dataclass, an ``add
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import os
@@ -77,14 +78,29 @@ class CommandParser(ArgumentParser):
         short_error(self, message)
 
 
+class AppendAction(argparse._AppendAction):
+    """``action="append"`` that also appends to a single value from a config file (``checkpoint: a.ckpt``
+    then ``--checkpoint b`` gives both); argparse's would fail on the string. Pair it with :func:`as_list`."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        if isinstance(getattr(namespace, self.dest, None), str):
+            setattr(namespace, self.dest, [getattr(namespace, self.dest)])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def as_list(value: Any) -> list | None:
+    """A repeatable option's value as a list: a config file may give one value without brackets."""
+    if value is None or isinstance(value, list):
+        return value
+    return list(value) if isinstance(value, tuple) else [value]
+
+
 def command_parser(prog: str, description: str, epilog: str | None = None) -> CommandParser:
     """A parser for ``prog`` with ``--config`` (a YAML of option values) and ``--print_config`` already on it.
 
     Options are added with the usual ``add_argument`` (dashes in names are fine: ``--n-boot`` is the key
     ``n_boot`` in a config file). Abbreviations are refused: ``--out`` never silently means ``--outdir``.
     """
-    import argparse
-
     parser = CommandParser(
         prog=prog,
         description=description,

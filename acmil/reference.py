@@ -10,9 +10,14 @@ weights; masking (``n_masked_patch``, ``mask_drop``), the branch count (``n_toke
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from acmil.command import CommandParser, command_parser, config_from
+
+if TYPE_CHECKING:
+    from acmil.checkpoint import ModelCard
 
 DEFAULT_TOP_K, DEFAULT_MASK_RATIO = 10, 0.6  # the paper's recipe, for files saved without a config
 _STATE_KEYS = ("model", "state_dict", "model_state_dict")
@@ -94,7 +99,20 @@ def import_reference(
     ``top_k`` / ``mask_ratio`` (training-time masking) default to the saved config's ``n_masked_patch`` /
     ``mask_drop``, else to 10 / 0.6.
     """
-    from acmil.checkpoint import ModelCard, save_model
+    from acmil.checkpoint import save_model
+
+    return save_model(out_path, *convert_reference(ref_path, class_names, top_k, mask_ratio, encoder))
+
+
+def convert_reference(
+    ref_path: str | Path,
+    class_names: list[str] | None = None,
+    top_k: int | None = None,
+    mask_ratio: float | None = None,
+    encoder: dict[str, Any] | None = None,
+) -> tuple[Any, ModelCard]:
+    """The model (ACMIL or ACMILMHA) and model card of a reference checkpoint (see :func:`import_reference`)."""
+    from acmil.checkpoint import ModelCard
     from acmil.models import ACMIL, ACMILMHA
 
     ref_path = Path(ref_path)
@@ -148,13 +166,53 @@ def import_reference(
         encoder=encoder or {},
         extra=extra,
     )
-    return save_model(out_path, model, card)
+    return model, card
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="acmil import-checkpoint", description=__doc__.split("\n\n")[0], allow_abbrev=False
+@dataclass(kw_only=True)
+class ImportCheckpointConfig:
+    """``acmil import-checkpoint``'s options (a config file's keys are these names)."""
+
+    reference: Path  # the .pth saved by the reference ACMIL code
+    out: Path
+    classes: str | None = None  # comma-separated class names in index order
+    top_k: int | None = None
+    mask_ratio: float | None = None
+    encoder: str | None = None  # timm name of the encoder that made the features
+    recipe_from: Path | None = None  # a feature file whose recipe goes into the card
+    recipe: Path | None = None  # the recipe as a JSON file
+
+
+@dataclass(kw_only=True)
+class ImportCheckpointResult:
+    """The checkpoint written and its model card (architecture, class names, masking, reference config)."""
+
+    checkpoint: Path
+    card: ModelCard
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.checkpoint]
+
+
+def run_import_checkpoint(config: ImportCheckpointConfig) -> ImportCheckpointResult:
+    """Convert ``config.reference`` and write it to ``config.out``."""
+    from acmil.checkpoint import save_model
+
+    names = [c.strip() for c in config.classes.split(",")] if config.classes else None
+    encoder = {"encoder": config.encoder} if config.encoder else None
+    if config.recipe_from or config.recipe:
+        from acmil.recipe import read_recipe_arg
+
+        encoder = read_recipe_arg(config.recipe_from, config.recipe, config.encoder)
+    model, card = convert_reference(
+        config.reference, class_names=names, top_k=config.top_k, mask_ratio=config.mask_ratio, encoder=encoder
     )
+    return ImportCheckpointResult(checkpoint=save_model(config.out, model, card), card=card)
+
+
+def build_parser() -> CommandParser:
+    parser = command_parser("acmil import-checkpoint", __doc__.split("\n\n")[0])
     parser.add_argument("reference", type=Path, help="checkpoint (.pth) saved by the reference ACMIL code")
     parser.add_argument("--out", type=Path, required=True, help="where to write the converted checkpoint")
     parser.add_argument("--classes", help="comma-separated class names in index order (default class_0, ...)")
@@ -176,13 +234,10 @@ def main(argv: list[str]) -> int:
         help="a feature file made like the training features: its recipe goes into the card",
     )
     parser.add_argument("--recipe", type=Path, metavar="JSON", help="the recipe as a JSON file (see acmil.recipe)")
-    args = parser.parse_args(argv)
-    names = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    encoder = {"encoder": args.encoder} if args.encoder else None
-    if args.recipe_from or args.recipe:
-        from acmil.recipe import read_recipe_arg
+    return parser
 
-        encoder = read_recipe_arg(args.recipe_from, args.recipe, args.encoder)
-    out = import_reference(args.reference, args.out, names, args.top_k, args.mask_ratio, encoder)
-    print(f"wrote {out}")
+
+def main(argv: list[str] | None = None) -> int:
+    result = run_import_checkpoint(config_from(build_parser().parse_args(argv), ImportCheckpointConfig))
+    print(f"wrote {result.checkpoint}")
     return 0

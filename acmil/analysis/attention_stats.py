@@ -10,12 +10,15 @@ the fraction of top tiles, mean over slides, one line per checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from acmil.command import AppendAction, CommandParser, as_list, command_parser, config_from
 
 from ._common import (
     BatchLog,
@@ -155,10 +158,52 @@ def attention_stats(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil attention-stats", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--checkpoint", action="append", required=True, help="checkpoint; repeat to compare models")
-    p.add_argument("--name", action="append", help="display name per --checkpoint (default: the architecture)")
+@dataclass(kw_only=True)
+class AttentionStatsConfig:
+    """``acmil attention-stats``' options (a config file's keys are these names)."""
+
+    checkpoint: list[str]  # one or more checkpoints to compare
+    features: str
+    out: str
+    name: list[str] | None = None  # display name per checkpoint
+    slides: list[str] | None = None  # slide ids (default: all)
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.checkpoint, self.name, self.slides = as_list(self.checkpoint), as_list(self.name), as_list(self.slides)
+
+
+@dataclass(kw_only=True)
+class AttentionStatsResult:
+    """What ``acmil attention-stats`` wrote.
+
+    Attributes:
+        summary: the content of ``attention_stats.json``: ``mean_over_slides`` per checkpoint name and branch
+            (``top1`` ... ``top10pct``, ``n_slides``), with ``errors`` and ``skipped``.
+        paths: ``attention_stats.csv``, ``attention_stats.json``, ``attention_curve.png``.
+    """
+
+    summary: dict[str, Any]
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_attention_stats(config: AttentionStatsConfig) -> AttentionStatsResult:
+    """Run every checkpoint on the selected slides and write the statistics into ``config.out``."""
+    summary = attention_stats(
+        checkpoints=config.checkpoint,
+        features_dir=config.features,
+        out_dir=config.out,
+        slide_ids=config.slides,
+        names=config.name,
+    )
+    out = Path(config.out)
+    paths = [out / "attention_stats.csv", out / "attention_stats.json", out / "attention_curve.png"]
+    return AttentionStatsResult(summary=summary, paths=paths)
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil attention-stats", __doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", action=AppendAction, required=True, help="checkpoint; repeat to compare models")
+    p.add_argument("--name", action=AppendAction, help="display name per --checkpoint (default: the architecture)")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--slides", nargs="+", help="slide ids to analyse (default: all)")
     p.add_argument("--out", required=True, help="output folder")
@@ -166,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    summary = attention_stats(args.checkpoint, args.features, args.out, args.slides, args.name)
+    config = config_from(build_parser().parse_args(argv), AttentionStatsConfig)
+    summary = run_attention_stats(config).summary
     for name, branches in summary["mean_over_slides"].items():
         m = branches["mean"]
         print(
@@ -176,5 +221,5 @@ def main(argv: list[str] | None = None) -> int:
         )
     for slide_id, err in summary["errors"].items():
         print(f"skipped {slide_id}: {err}")
-    print(f"wrote {Path(args.out) / 'attention_stats.csv'}, attention_stats.json, attention_curve.png")
+    print(f"wrote {Path(config.out) / 'attention_stats.csv'}, attention_stats.json, attention_curve.png")
     return 0

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from acmil.command import CommandParser, as_list, command_parser, config_from
 from acmil.geometry import SLIDE_EXTENSIONS, level0_extent
 from acmil.heatmap import (
     DEFAULT_CMAP,
@@ -158,16 +161,86 @@ def _write_geojson(out: Path, slide, attention: np.ndarray, top_k: int, legacy: 
     )
 
 
-def parse_formats(value: str) -> list[str]:
-    formats = [f.strip().lower() for f in value.split(",") if f.strip()]
+def parse_formats(value: str | list[str]) -> list[str]:
+    """``png,geojson`` -> ["png", "geojson"]; a list (from a config file) is checked the same way."""
+    parts = value if isinstance(value, list) else str(value).split(",")
+    formats = [str(f).strip().lower() for f in parts if str(f).strip()]
     unknown = sorted(set(formats) - {"png", "geojson"})
     if unknown or not formats:
         raise argparse.ArgumentTypeError(f"--format: expected png, geojson or png,geojson, got {value!r}")
     return formats
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil heatmap", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class HeatmapConfig:
+    """``acmil heatmap``'s options (a config file's keys are these names)."""
+
+    checkpoint: str
+    features: str
+    out: str
+    slides: str | None = None  # folder of the slide images (thumbnail backgrounds)
+    slide_ids: list[str] | None = None
+    max_size: int = 1024
+    cmap: str = DEFAULT_CMAP
+    alpha: float = 0.5
+    smoothing: float = DEFAULT_SMOOTHING
+    normalisation: str = DEFAULT_NORMALISATION
+    transparent_below: float = DEFAULT_TRANSPARENT_BELOW
+    no_branches: bool = False
+    format: list[str] = field(default_factory=lambda: ["png"])
+    top_k: int = 10
+    geojson_legacy: bool = False
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slide_ids = as_list(self.slide_ids)
+
+
+@dataclass(kw_only=True)
+class HeatmapResult:
+    """What ``acmil heatmap`` wrote.
+
+    Attributes:
+        summary: the content of ``heatmaps.json``: per slide its files, background, prediction and
+            probabilities (``slides``), with ``skipped`` and ``errors``.
+        paths: every file written (the PNGs / GeoJSON, then heatmaps.json).
+    """
+
+    summary: dict[str, Any]
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def slides(self) -> dict[str, dict]:
+        return self.summary["slides"]
+
+
+def run_heatmap(config: HeatmapConfig) -> HeatmapResult:
+    """Render the heatmaps of every selected slide into ``config.out``."""
+    if config.slides and not Path(config.slides).is_dir():
+        raise FileNotFoundError(f"{config.slides}: slides folder not found")
+    summary = heatmaps(
+        checkpoint=config.checkpoint,
+        features_dir=config.features,
+        out_dir=config.out,
+        slides_dir=config.slides,
+        slide_ids=config.slide_ids,
+        max_size=config.max_size,
+        cmap=config.cmap,
+        alpha=config.alpha,
+        smoothing_sigma=config.smoothing,
+        normalisation=config.normalisation,
+        branches=not config.no_branches,
+        transparent_below=config.transparent_below,
+        formats=parse_formats(config.format),
+        top_k=config.top_k,
+        geojson_legacy=config.geojson_legacy,
+    )
+    out = Path(config.out)
+    files = [out / name for slide in summary["slides"].values() for name in slide["files"]]
+    return HeatmapResult(summary=summary, paths=[*files, out / "heatmaps.json"])
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil heatmap", __doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--slides", help="folder of the slide images: their thumbnails become the background")
@@ -214,29 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.slides and not Path(args.slides).is_dir():
-        raise FileNotFoundError(f"{args.slides}: slides folder not found")
-    s = heatmaps(
-        args.checkpoint,
-        args.features,
-        args.out,
-        args.slides,
-        args.slide_ids,
-        args.max_size,
-        args.cmap,
-        args.alpha,
-        args.smoothing,
-        args.normalisation,
-        not args.no_branches,
-        args.transparent_below,
-        args.format,
-        args.top_k,
-        args.geojson_legacy,
-    )
+    config = config_from(build_parser().parse_args(argv), HeatmapConfig)
+    s = run_heatmap(config).summary
     n_files = sum(len(d["files"]) for d in s["slides"].values())
     n_thumb = sum(not d["background"].startswith("blank") for d in s["slides"].values())
-    print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {args.out}")
+    print(f"wrote {n_files} heatmaps for {len(s['slides'])} slides ({n_thumb} over a slide thumbnail) to {config.out}")
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():
         print(f"skipped {slide_id}: {why}")
     return 1 if s["errors"] and not s["slides"] else 0

@@ -12,11 +12,14 @@ different sizes are comparable.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from acmil.command import CommandParser, as_list, command_parser, config_from
 
 from ._common import BatchLog, iter_slides, run_model, select_slides, write_csv, write_json
 from .masks import GroundTruth
@@ -105,11 +108,63 @@ def localisation(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil localisation", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class LocalisationConfig:
+    """``acmil localisation``'s options (a config file's keys are these names). One of ``masks`` /
+    ``annotations``."""
+
+    checkpoint: str
+    features: str
+    out: str
+    masks: str | None = None
+    annotations: str | None = None
+    classes: str = "Tumor"  # comma-separated annotation classes that are tumour
+    slides: list[str] | None = None  # slide ids (default: all)
+    threshold: float = 0.5
+    mask_downsample: float | None = None
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slides = as_list(self.slides)
+
+
+@dataclass(kw_only=True)
+class LocalisationResult:
+    """What ``acmil localisation`` computed and wrote.
+
+    Attributes:
+        summary: the content of ``localisation.json``: ``mean_auc``, ``min_auc``, ``pooled_auc``,
+            ``mean_auc_per_branch``, the per-slide rows (``slides``), ``skipped``, ``errors``, ``warnings``.
+        paths: ``localisation.csv`` and ``localisation.json``.
+    """
+
+    summary: dict[str, Any]
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_localisation(config: LocalisationConfig) -> LocalisationResult:
+    """Tile-level AUC of attention against the ground truth, written into ``config.out``."""
+    from acmil.annotations import parse_classes
+
+    summary = localisation(
+        checkpoint=config.checkpoint,
+        features_dir=config.features,
+        masks_dir=config.masks,
+        out_dir=config.out,
+        slide_ids=config.slides,
+        threshold=config.threshold,
+        downsample=config.mask_downsample,
+        annotations_dir=config.annotations,
+        classes=parse_classes(config.classes),
+    )
+    out = Path(config.out)
+    return LocalisationResult(summary=summary, paths=[out / "localisation.csv", out / "localisation.json"])
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil localisation", __doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
-    truth = p.add_mutually_exclusive_group(required=True)
+    truth = p.add_mutually_exclusive_group()  # one is required: checked in main, so a --config file may give it
     truth.add_argument("--masks", help="folder of <slide_id>.png tumour masks")
     truth.add_argument(
         "--annotations",
@@ -130,20 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from acmil.annotations import parse_classes
-
-    s = localisation(
-        args.checkpoint,
-        args.features,
-        args.masks,
-        args.out,
-        args.slides,
-        args.threshold,
-        args.mask_downsample,
-        args.annotations,
-        parse_classes(args.classes),
-    )
+    parser = build_parser()
+    config = config_from(parser.parse_args(argv), LocalisationConfig)
+    if not (config.masks or config.annotations):
+        parser.error("one of the arguments --masks --annotations is required")
+    if config.masks and config.annotations:
+        parser.error("argument --annotations: not allowed with argument --masks")
+    s = run_localisation(config).summary
     for row in s["slides"]:
         print(f"{row['slide_id']}: AUC {row['auc_mean']:.3f} ({row['n_tumour']}/{row['n_tiles']} tumour tiles)")
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from acmil.atomic import atomic_path
 from acmil.heatmap import DEFAULT_CMAP, scaling_label
 
 # ("h1"|"h2"|"p"|"code", text) | ("table", header, rows) | ("images", [(path, caption)]) (a row of thumbnails)
@@ -256,10 +257,12 @@ def to_html(blocks: list[Block]) -> str:
 
 
 def write_report(out: str | os.PathLike, summary: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out``; returns their paths."""
+    """Write ``report.md`` and ``report.html`` into ``out`` atomically (a reader never sees half a page);
+    returns their paths."""
     out = Path(out)
     blocks = build_blocks(out, summary)
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(blocks))
-    page.write_text(to_html(blocks))
+    for target, text in ((md, to_markdown(blocks)), (page, to_html(blocks))):
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return md, page

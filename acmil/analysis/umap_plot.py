@@ -10,12 +10,14 @@ label. Large slides are sub-sampled with a fixed seed; the command says how many
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from acmil.command import CommandParser, as_list, command_parser, config_from
 from acmil.geometry import rank_normalise
 
 from ._common import BatchLog, iter_slides, pyplot, save_figure, select_slides, write_csv, write_json
@@ -177,8 +179,60 @@ def umap_analysis(
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil umap", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class UmapConfig:
+    """``acmil umap``'s options (a config file's keys are these names)."""
+
+    checkpoint: str
+    features: str
+    out: str
+    slides: list[str] | None = None  # slide ids (default: all)
+    masks: str | None = None  # ground truth from PNG masks ...
+    annotations: str | None = None  # ... or from QuPath GeoJSON of ``classes``
+    classes: str = "Tumor"  # comma-separated
+    max_points_per_slide: int = 1000
+    seed: int = 0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.slides = as_list(self.slides)
+
+
+@dataclass(kw_only=True)
+class UmapResult:
+    """What ``acmil umap`` wrote.
+
+    Attributes:
+        summary: the content of ``umap.json`` (points drawn per slide, colourings, skipped, errors, warnings).
+        paths: ``umap.png``, ``umap.csv`` (the 2-D points), ``umap.json``.
+    """
+
+    summary: dict[str, Any]
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_umap(config: UmapConfig) -> UmapResult:
+    """Embed the selected slides' tiles and write the UMAP figure, points and summary into ``config.out``."""
+    from acmil.annotations import parse_classes
+
+    summary = umap_analysis(
+        checkpoint=config.checkpoint,
+        features_dir=config.features,
+        out_dir=config.out,
+        slide_ids=config.slides,
+        masks_dir=config.masks,
+        max_points_per_slide=config.max_points_per_slide,
+        seed=config.seed,
+        threshold=config.threshold,
+        annotations_dir=config.annotations,
+        classes=parse_classes(config.classes),
+    )
+    out = Path(config.out)
+    return UmapResult(summary=summary, paths=[out / "umap.png", out / "umap.csv", out / "umap.json"])
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil umap", __doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="trained checkpoint")
     p.add_argument("--features", required=True, help="folder of <slide_id>.h5 feature files")
     p.add_argument("--out", required=True, help="output folder")
@@ -202,29 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from acmil.annotations import parse_classes
-
-    s = umap_analysis(
-        args.checkpoint,
-        args.features,
-        args.out,
-        args.slides,
-        args.masks,
-        args.max_points_per_slide,
-        args.seed,
-        args.threshold,
-        args.annotations,
-        parse_classes(args.classes),
-    )
+    config = config_from(build_parser().parse_args(argv), UmapConfig)
+    s = run_umap(config).summary
     print(
         f"drew {s['n_points']} of {s['n_tiles_total']} tiles from {len(s['slides'])} slides "
-        f"(at most {args.max_points_per_slide} per slide, seed {args.seed})"
+        f"(at most {config.max_points_per_slide} per slide, seed {config.seed})"
     )
     for slide_id, why in {**s["skipped"], **s["errors"]}.items():
         print(f"skipped {slide_id}: {why}")
     for slide_id, notes in s.get("warnings", {}).items():
         for note in notes:
             print(f"warning {slide_id}: {note}")
-    print(f"wrote {Path(args.out) / 'umap.png'}, umap.csv, umap.json")
+    print(f"wrote {Path(config.out) / 'umap.png'}, umap.csv, umap.json")
     return 0

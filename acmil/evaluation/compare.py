@@ -8,14 +8,14 @@ d* (capped at 1): how often the resampled difference falls on the other side of 
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acmil.atomic import write_json
+from acmil.command import CommandParser, as_list, command_parser, config_from
 
 from .bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_indices, bootstrap_metrics, percentile_interval
 from .delong import delong_test
@@ -185,8 +185,52 @@ def write_outputs(result: dict[str, Any], a: PredictionSet, b: PredictionSet, ou
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil compare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class CompareConfig:
+    """``acmil compare``'s options (a config file's keys are these names)."""
+
+    run_a: str
+    run_b: str
+    names: list[str] | None = None  # display names of A and B (default: their folder names)
+    split: str = "test"
+    labels_csv: str | None = None
+    n_boot: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    out: str = "compare"
+
+    def __post_init__(self) -> None:  # a config file may give one value without a list
+        self.names = as_list(self.names)
+
+
+@dataclass(kw_only=True)
+class CompareResult:
+    """What ``acmil compare`` computed and wrote.
+
+    Attributes:
+        comparison: the content of ``compare.json`` (``delong``, ``paired_bootstrap``, ``rows``, ...).
+        table: the table printed on stdout.
+        paths: the files written (``compare.json`` first, then the figures).
+    """
+
+    comparison: dict[str, Any]
+    table: str
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_compare(config: CompareConfig) -> CompareResult:
+    """Load both runs' predictions on ``config.split``, compare them and write ``config.out``."""
+    a = load_predictions(config.run_a, config.split, config.labels_csv)
+    b = load_predictions(config.run_b, config.split, config.labels_csv)
+    names = tuple(config.names or (Path(config.run_a).resolve().name, Path(config.run_b).resolve().name))
+    if len(names) != 2:
+        raise ValueError(f"names: two display names are needed (A and B), got {list(names)}")
+    comparison = compare(a, b, names, n_boot=config.n_boot, seed=config.seed)
+    paths = write_outputs(comparison, a, b, Path(config.out))
+    return CompareResult(comparison=comparison, table=format_table(comparison), paths=paths)
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil compare", __doc__.split("\n\n")[0])
     p.add_argument("run_a", help="run directory (predictions.csv), cv directory (oof_predictions.csv) or a CSV")
     p.add_argument("run_b", help="the other model, on the same slides")
     p.add_argument("--names", nargs=2, default=None, metavar=("A", "B"), help="display names (default: folder names)")
@@ -195,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="compare", help="folder for compare.json and the figures (default ./compare)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    a = load_predictions(args.run_a, args.split, args.labels_csv)
-    b = load_predictions(args.run_b, args.split, args.labels_csv)
-    names = tuple(args.names or (Path(args.run_a).resolve().name, Path(args.run_b).resolve().name))
-    result = compare(a, b, names, args.n_boot, args.seed)
-    print(format_table(result))
-    for path in write_outputs(result, a, b, Path(args.out)):
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run_compare(config_from(build_parser().parse_args(argv), CompareConfig))
+    print(result.table)
+    for path in result.paths:
         print(f"wrote {path}")
     return 0

@@ -6,15 +6,15 @@ diagram, ECE, Brier). Figures go to ``<dir>/evaluation/`` as PNG and SVG and are
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from acmil.atomic import atomic_path, write_json
+from acmil.command import CommandParser, command_parser, config_from
 
 from .bootstrap import DEFAULT_RESAMPLES, bootstrap_indices
 from .io import PredictionSet, fold_dirs, load_predictions, predictions_file
@@ -129,11 +129,40 @@ STYLE = (
 )
 
 
-def build_report(
-    root: Path, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0, labels_csv: Path | None = None, out: Path | None = None
-) -> Path:
+@dataclass(kw_only=True)
+class ReportConfig:
+    """``acmil report``'s options (a config file's keys are these names)."""
+
+    run: str  # an `acmil train`/`acmil test` folder or an `acmil cv` folder
+    labels_csv: str | None = None
+    n_boot: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    out: str | None = None  # default RUN/report.html
+
+
+@dataclass(kw_only=True)
+class ReportResult:
+    """What ``acmil report`` wrote and computed.
+
+    Attributes:
+        html: the report page.
+        evaluation_json: ``<run>/evaluation/evaluation.json``, the summaries below.
+        summaries: per split (``test``, ``val``, ``out-of-fold``, ``all``): metrics with CIs, calibration,
+            confusion matrix and the figure names.
+        paths: every file written (figures, evaluation.json, the page last).
+    """
+
+    html: Path
+    evaluation_json: Path
+    summaries: dict[str, dict[str, Any]]
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_report(config: ReportConfig) -> ReportResult:
     """Evaluate every labelled split of a run (or the pooled out-of-fold predictions of a cv directory)."""
-    root = Path(root)
+    root = Path(config.run)
+    n_boot, seed = config.n_boot, config.seed
+    labels_csv = Path(config.labels_csv) if config.labels_csv else None
     is_cv = (root / "oof_predictions.csv").is_file()
     csv_path = predictions_file(root)
     fig_dir = root / "evaluation"
@@ -173,29 +202,36 @@ def build_report(
             f"{_f(rec['before']['ece'], 4)} → {_f(rec['after']['ece'], 4)}), applied by "
             "<code>acmil predict</code> and the service.</p>"
         )
-    write_json(fig_dir / "evaluation.json", summaries)
+    figures = [fig_dir / name for s in summaries.values() for names in s["figures"].values() for name in names]
+    evaluation_json = write_json(fig_dir / "evaluation.json", summaries)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>ACMIL evaluation: {html.escape(root.name)}"
         f"</title><style>{STYLE}</style></head><body><h1>Evaluation of {html.escape(str(root))}</h1>"
         f"<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by <code>acmil report</code> from "
         f"{html.escape(csv_path.name)}.</p>" + "".join(sections) + "</body></html>\n"
     )
-    target = Path(out or root / "report.html")
+    target = Path(config.out or root / "report.html")
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    return target
+    return ReportResult(
+        html=target,
+        evaluation_json=evaluation_json,
+        summaries=summaries,
+        paths=[*figures, evaluation_json, target],
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil report", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+def build_parser() -> CommandParser:
+    p = command_parser("acmil report", __doc__.split("\n\n")[0])
     p.add_argument("run", help="an `acmil train`/`acmil test` folder (predictions.csv) or an `acmil cv` folder")
     p.add_argument("--labels-csv", default=None, help="labels CSV with case_id (default: the run's config.yaml)")
     p.add_argument("--n-boot", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    path = build_report(
-        Path(args.run), args.n_boot, args.seed, args.labels_csv and Path(args.labels_csv), args.out and Path(args.out)
-    )
-    print(f"wrote {path}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run_report(config_from(build_parser().parse_args(argv), ReportConfig))
+    print(f"wrote {result.html}")
     return 0

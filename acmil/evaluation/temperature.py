@@ -8,15 +8,15 @@ unless given. ``RUN/calibration.json`` records T and the validation NLL, ECE and
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acmil.atomic import save_torch, write_json
-from acmil.checkpoint import read_checkpoint
+from acmil.command import CommandParser, command_parser, config_from
 
 from .calibration import calibration_summary, fit_temperature
 from .io import fold_dirs, run_data_paths
@@ -55,6 +55,7 @@ def split_logits(
 
 def write_temperature(checkpoint: Path, temperature: float, out: Path | None = None) -> Path:
     """Store ``temperature`` in the checkpoint's card (atomically, in place unless ``out``)."""
+    from acmil.checkpoint import read_checkpoint
 
     payload = read_checkpoint(checkpoint)  # weights_only: never unpickle code from a checkpoint
     card = payload.get("acmil")
@@ -109,29 +110,73 @@ def calibrate_run(
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="acmil calibrate", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+@dataclass(kw_only=True)
+class CalibrateConfig:
+    """``acmil calibrate``'s options (a config file's keys are these names)."""
+
+    run: str  # an `acmil train` run directory, or an `acmil cv` directory (every fold)
+    split: str = "val"
+    checkpoint: str | None = None  # default RUN/checkpoints/best.ckpt
+    features: str | None = None  # default data.features_dir of RUN/config.yaml
+    labels_csv: str | None = None  # default data.labels_csv of RUN/config.yaml
+    out: str | None = None  # the calibrated checkpoint (default: in place)
+
+
+@dataclass(kw_only=True)
+class CalibrateResult:
+    """What ``acmil calibrate`` fitted and wrote.
+
+    Attributes:
+        records: per run directory (each fold of a cv directory), its ``calibration.json``: ``temperature``,
+            ``split``, ``n_slides``, ``checkpoint`` and the NLL / ECE / Brier ``before`` and ``after``.
+        paths: the files written: each calibrated checkpoint and its run's calibration.json.
+    """
+
+    records: dict[str, dict[str, Any]]
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_calibrate(config: CalibrateConfig) -> CalibrateResult:
+    """Fit T on every run of ``config.run`` (one run, or each fold of a cv directory)."""
+    root = Path(config.run)
+    runs = fold_dirs(root) or [root]
+    if len(runs) > 1 and (config.checkpoint or config.out):
+        raise ValueError("--checkpoint and --out name one checkpoint; give a run directory, not a cv directory")
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    result = CalibrateResult(records={})
+    for run in runs:
+        rec = calibrate_run(
+            run,
+            split=config.split,
+            checkpoint=path(config.checkpoint),
+            features_dir=path(config.features),
+            labels_csv=path(config.labels_csv),
+            out=path(config.out),
+        )
+        result.records[str(run)] = rec
+        result.paths += [Path(rec["checkpoint"]), run / "calibration.json"]
+    return result
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil calibrate", __doc__.split("\n\n")[0])
     p.add_argument("run", help="an `acmil train` run directory, or an `acmil cv` directory (every fold)")
     p.add_argument("--split", default="val", help="split of splits.json to fit on (default val)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to calibrate (default RUN/checkpoints/best.ckpt)")
     p.add_argument("--features", default=None, help="feature folder (default: data.features_dir of RUN/config.yaml)")
     p.add_argument("--labels-csv", default=None, help="labels CSV (default: data.labels_csv of RUN/config.yaml)")
     p.add_argument("--out", default=None, help="write the calibrated checkpoint here instead of in place")
-    args = p.parse_args(argv)
-    root = Path(args.run)
-    runs = fold_dirs(root) or [root]
-    if len(runs) > 1 and (args.checkpoint or args.out):
-        raise ValueError("--checkpoint and --out name one checkpoint; give a run directory, not a cv directory")
-    for run in runs:
+    return p
 
-        def path(value: str | None) -> Path | None:
-            return Path(value) if value else None
 
-        rec = calibrate_run(
-            run, args.split, path(args.checkpoint), path(args.features), path(args.labels_csv), path(args.out)
-        )
+def main(argv: list[str] | None = None) -> int:
+    result = run_calibrate(config_from(build_parser().parse_args(argv), CalibrateConfig))
+    for run, rec in result.records.items():
         print(
-            f"{run}: T = {rec['temperature']:.3f}; {args.split} ECE {rec['before']['ece']:.4f} -> "
+            f"{run}: T = {rec['temperature']:.3f}; {rec['split']} ECE {rec['before']['ece']:.4f} -> "
             f"{rec['after']['ece']:.4f}, NLL {rec['before']['nll']:.4f} -> {rec['after']['nll']:.4f}"
         )
     return 0

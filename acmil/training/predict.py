@@ -10,11 +10,12 @@ while every other slide's prediction is written.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from acmil.atomic import write_csv
+from acmil.command import AppendAction, CommandParser, as_list, command_parser, config_from
 
 
 class NothingPredicted(ValueError):
@@ -32,17 +33,90 @@ example:
   acmil predict --checkpoint runs/cv --features features --out predictions.csv --per-model   (fold ensemble)"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="acmil predict",
-        description=DESCRIPTION,
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass(kw_only=True)
+class PredictConfig:
+    """``acmil predict``'s options (a config file's keys are these names). One of ``features`` / ``slides``."""
+
+    checkpoint: list[str]  # checkpoints, run or cv directories; several form an ensemble
+    out: str  # the CSV (with ``slides``: a folder)
+    features: str | None = None
+    slides: str | None = None
+    per_model: bool = False
+    encoder_weights: str | None = None
+    labels_csv: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.checkpoint = as_list(self.checkpoint)  # a config file may name one checkpoint without a list
+
+
+@dataclass(kw_only=True)
+class PredictResult:
+    """What ``acmil predict`` wrote.
+
+    Attributes:
+        csv: the predictions CSV.
+        rows: its rows (slide_id, [label], predicted, prob_<class>, [m<k>_prob_<class>]) as strings.
+        skipped: with ``features``, one message per feature file that could not be predicted.
+        failures: with ``slides``, slide_id -> why it failed (also in ``failures.csv``).
+        seconds: with ``slides``, per slide: stage -> seconds.
+    """
+
+    csv: Path
+    rows: list[dict[str, str]]
+    skipped: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)  # every file written: the CSV first
+
+    def __post_init__(self) -> None:
+        self.paths = self.paths or [self.csv]
+
+
+def config_problem(config: PredictConfig) -> str | None:
+    """Why ``config`` cannot run (a misuse of the options), or None."""
+    if bool(config.features) == bool(config.slides):
+        return "give exactly one of --features and --slides"
+    if config.slides and len(config.checkpoint) > 1:
+        return "--slides takes one --checkpoint (ensembles predict from --features)"
+    return None
+
+
+def run_predict(config: PredictConfig) -> PredictResult:
+    """Predict feature files (one checkpoint or an ensemble) or raw slides (one checkpoint) into ``config.out``."""
+    problem = config_problem(config)
+    if problem:
+        raise ValueError(problem)
+    if config.slides:
+        from acmil.predict_slides import predict_slides
+
+        done = predict_slides(
+            checkpoint=config.checkpoint[0],
+            slides=config.slides,
+            out=config.out,
+            device=config.device,
+            weights_file=config.encoder_weights,
+        )
+        out = Path(config.out)
+        written = [done.csv] + [out / "heatmaps" / f"{row['slide_id']}.png" for row in done.rows]
+        written += [out / "failures.csv"] if done.failures else []
+        return PredictResult(csv=done.csv, rows=done.rows, failures=done.failures, seconds=done.seconds, paths=written)
+    return predict_features(
+        checkpoint=config.checkpoint,
+        features=config.features,
+        out=config.out,
+        labels_csv=config.labels_csv,
+        device=config.device,
+        per_model=config.per_model,
     )
+
+
+def build_parser() -> CommandParser:
+    p = command_parser("acmil predict", DESCRIPTION)
     p.add_argument(
         "--checkpoint",
         required=True,
-        action="append",
+        action=AppendAction,
         help="best.ckpt from training, an imported checkpoint, a run directory or a cv directory (every "
         "fold's best.ckpt); repeat it for an ensemble of one recipe: probabilities are averaged",
     )
@@ -72,8 +146,21 @@ def predict_folder(
     device: str = "cpu",
     per_model: bool = False,
 ) -> tuple[Path, list[str]]:
-    """Predict every feature file with one checkpoint or an ensemble (a list, or a cv directory); returns the
-    CSV path and the list of per-file errors. Raises EnsembleMismatch for checkpoints that cannot be averaged."""
+    """:func:`predict_features`' CSV path and list of per-file errors."""
+    result = predict_features(checkpoint, features, out, labels_csv, device, per_model)
+    return result.csv, result.skipped
+
+
+def predict_features(
+    checkpoint: str | Path | list[str | Path],
+    features: str | Path,
+    out: str | Path,
+    labels_csv: str | Path | None = None,
+    device: str = "cpu",
+    per_model: bool = False,
+) -> PredictResult:
+    """Predict every feature file with one checkpoint or an ensemble (a list, or a cv directory); a file that
+    cannot be read is skipped (``skipped``). Raises EnsembleMismatch for checkpoints that cannot be averaged."""
     from acmil.ensemble import load_ensemble
     from acmil.features import FeatureFileError, list_feature_files, read_features
     from acmil.inference import check_feature_width
@@ -123,20 +210,17 @@ def predict_folder(
     fields = ["slide_id"] + (["label"] if truth is not None else []) + ["predicted"] + [f"prob_{c}" for c in names]
     if per_model:
         fields += [f"m{k}_prob_{c}" for k in range(k_models) for c in names]
-    return write_csv(out, out_rows, fields), errors
+    return PredictResult(csv=write_csv(out, out_rows, fields), rows=out_rows, skipped=errors)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if bool(args.features) == bool(args.slides):
-        parser.error("give exactly one of --features and --slides")
-    if args.slides:
-        from acmil.predict_slides import predict_slides
-
-        if len(args.checkpoint) > 1:
-            parser.error("--slides takes one --checkpoint (ensembles predict from --features)")
-        done = predict_slides(args.checkpoint[0], args.slides, args.out, args.device, args.encoder_weights)
+    parser = build_parser()
+    config = config_from(parser.parse_args(argv), PredictConfig)
+    problem = config_problem(config)
+    if problem:
+        parser.error(problem)
+    if config.slides:
+        done = run_predict(config)
         print(
             f"wrote {done.csv} ({len(done.rows)} slide(s)"
             + (f", {len(done.failures)} failed" if done.failures else "")
@@ -146,13 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     from acmil.ensemble import EnsembleMismatch
 
     try:
-        out, errors = predict_folder(
-            args.checkpoint, args.features, args.out, args.labels_csv, args.device, args.per_model
-        )
+        result = run_predict(config)
     except (EnsembleMismatch, FileNotFoundError) as err:
         print(f"acmil predict: {err}", file=sys.stderr)
         return 2
-    for err in errors:
+    for err in result.skipped:
         print(f"acmil predict: skipped {err}", file=sys.stderr)
-    print(f"wrote {out}" + (f" ({len(errors)} file(s) skipped)" if errors else ""))
-    return 1 if errors else 0
+    print(f"wrote {result.csv}" + (f" ({len(result.skipped)} file(s) skipped)" if result.skipped else ""))
+    return 1 if result.skipped else 0
