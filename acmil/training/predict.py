@@ -77,13 +77,11 @@ def config_problem(config: PredictConfig) -> str | None:
     """Why ``config`` cannot run (a misuse of the options), or None."""
     if bool(config.features) == bool(config.slides):
         return "give exactly one of --features and --slides"
-    if config.slides and len(config.checkpoint) > 1:
-        return "--slides takes one --checkpoint (ensembles predict from --features)"
     return None
 
 
 def run_predict(config: PredictConfig) -> PredictResult:
-    """Predict feature files (one checkpoint or an ensemble) or raw slides (one checkpoint) into ``config.out``."""
+    """Predict feature files or raw slides into ``config.out``, with one checkpoint or an ensemble."""
     problem = config_problem(config)
     if problem:
         raise ValueError(problem)
@@ -91,11 +89,12 @@ def run_predict(config: PredictConfig) -> PredictResult:
         from acmil.predict_slides import predict_slides
 
         done = predict_slides(
-            checkpoint=config.checkpoint[0],
+            checkpoint=config.checkpoint if len(config.checkpoint) > 1 else config.checkpoint[0],
             slides=config.slides,
             out=config.out,
             device=config.device,
             weights_file=config.encoder_weights,
+            per_model=config.per_model,
         )
         out = Path(config.out)
         written = [done.csv] + [out / "heatmaps" / f"{row['slide_id']}.png" for row in done.rows]
@@ -123,7 +122,8 @@ def build_parser() -> CommandParser:
     p.add_argument(
         "--per-model",
         action="store_true",
-        help="with several checkpoints: also each model's probabilities (m<k>_prob_<class> columns)",
+        help="with several checkpoints: also each model's probabilities (m<k>_prob_<class> columns); with "
+        "--slides also each model's heatmap and GeoJSON attention",
     )
     p.add_argument("--features", help="folder of <slide_id>.h5 feature files (or one .h5 file)")
     p.add_argument(

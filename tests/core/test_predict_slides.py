@@ -45,14 +45,14 @@ def test_predict_slides_with_an_ensemble_writes_each_models_attention(recipe_run
     from acmil.checkpoint import load_model
     from acmil.features import read_features
     from acmil.inference import predict_bag
-    from acmil.predict_slides import predict_slides
     from tests.helpers.slides import make_checkpoint
 
     second = make_checkpoint(tmp_path / "seed1.ckpt", recipe_run["recipe"], seed=1)
     make_slide(tmp_path / "slides" / "s1.tif", seed=21)
     out = tmp_path / "out"
-    done = predict_slides([recipe_run["checkpoint"], second], str(tmp_path / "slides"), out, per_model=True)
-    assert not done.failures, done.failures
+    argv = ["predict", "--checkpoint", str(recipe_run["checkpoint"]), "--checkpoint", str(second)]
+    assert main([*argv, "--slides", str(tmp_path / "slides"), "--out", str(out), "--per-model"]) == 0
+    assert not (out / "failures.csv").exists()
     feats = read_features(next((out / "cache").glob("*/*/features/s1.h5")))
     own = []
     for ckpt in (recipe_run["checkpoint"], second):
