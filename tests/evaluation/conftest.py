@@ -32,13 +32,13 @@ def eval_cohort(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohort:
 def train(cohort: SyntheticCohort, run: Path, config: str, repo_root: Path, epochs: int = 4) -> Path:
     import torch
 
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(repo_root)
     torch.set_num_threads(1)
     try:
-        run_training(
+        run_train(
             [
                 "--config",
                 config,

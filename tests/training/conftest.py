@@ -78,7 +78,7 @@ def trained_run(cohort: SyntheticCohort, tmp_path_factory: pytest.TempPathFactor
 
     import torch
 
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     run = tmp_path_factory.mktemp("run") / "acmil"
     cwd, threads = os.getcwd(), torch.get_num_threads()
@@ -86,7 +86,7 @@ def trained_run(cohort: SyntheticCohort, tmp_path_factory: pytest.TempPathFactor
     torch.set_num_threads(1)
     try:
         start = time.perf_counter()
-        metrics = run_training(train_args(cohort, run, 10))
+        metrics = run_train(train_args(cohort, run, 10)).metrics
         seconds = time.perf_counter() - start
     finally:
         os.chdir(cwd)
