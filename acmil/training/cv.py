@@ -190,7 +190,7 @@ def cv_config(argv: list[str]) -> CVConfig:
         from .lightning_run import parse_config
 
         parsed, parser = parse_config(rest, prog="acmil cv", extra_arguments=_cv_arguments)
-    train = yaml.safe_load(parser.dump(parsed, skip_none=False))
+        train = yaml.safe_load(parser.dump(parsed, skip_none=False))  # None values too: monitor null is a choice
     folds, selection = train.pop("folds"), train.pop("selection")
     train.pop("config", None)
     return CVConfig(train=train, folds=folds, selection=selection, options=options)

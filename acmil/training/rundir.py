@@ -22,7 +22,7 @@ def resolve_config(value: str | os.PathLike) -> str | os.PathLike:
     """``--config NAME``: a file as given, else a config shipped with acmil (``acmil`` -> ``configs/acmil.yaml``,
     ``trainer/gpu`` -> ``configs/trainer/gpu.yaml``); anything else (a YAML string) unchanged."""
     text = os.fspath(value)
-    if Path(text).exists() or "\n" in text or text.lstrip().startswith(("{", "[")):
+    if Path(text).is_file() or "\n" in text or text.lstrip().startswith(("{", "[")):
         return value
     name = text.removeprefix("configs/")
     for candidate in (name, f"{name}.yaml"):

@@ -132,3 +132,26 @@ def test_a_config_with_its_own_monitorless_checkpoint_still_trains(cohort, tmp_p
     assert run_train([*train_args(cohort, run, 2), "--config", str(config)]).metrics["val"]
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "final.ckpt", "last.ckpt"}
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_yaml_chooses_the_checkpoint_the_loggers_and_the_callbacks(cohort, tmp_path: Path, train_args) -> None:
+    """Model selection, loggers and callbacks are configuration: ``checkpoint.monitor: null`` keeps the last
+    epoch in best.ckpt, ``trainer.logger`` replaces the TensorBoard + CSV pair, ``trainer.callbacks`` adds."""
+    run, logs = tmp_path / "run", tmp_path / "elsewhere"
+    config = tmp_path / "choices.yaml"
+    config.write_text(
+        "checkpoint:\n  monitor: null\n"
+        "trainer:\n"
+        "  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
+        f"    init_args: {{save_dir: {logs}, name: mine, version: v}}\n"
+        "  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {tmp_path / 'extra'}, filename: first, monitor: null}}\n"
+    )
+    result = run_train([*train_args(cohort, run, 3), "--config", str(config)])
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2  # the last epoch, though validation ran every epoch
+    assert (logs / "mine" / "v" / "metrics.csv").is_file() and not (run / "logs").exists()
+    assert (tmp_path / "extra" / "first.ckpt").is_file()  # the config's own callback ran beside them
+    assert json.loads((run / "metrics.json").read_text()) == result.metrics
+    assert "monitor: null" in (run / "config.yaml").read_text()  # and the run's config replays the choice
