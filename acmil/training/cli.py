@@ -25,7 +25,7 @@ metrics.json, predictions.csv, splits.json, config.yaml (replays the run), logs/
 and train.log (Lightning's full log); the terminal shows progress and the final metrics.
 
 example:
-  acmil train --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
+  acmil train --config acmil --data.features_dir features --data.labels_csv labels.csv \\
       --trainer.max_epochs 50 --trainer.default_root_dir runs/acmil --seed_everything 1"""
 
 TRAIN_EPILOG = """\
@@ -64,7 +64,7 @@ def _train_summary() -> argparse.ArgumentParser:
     main.add_argument(
         "--config",
         metavar="FILE",
-        help="model config: configs/acmil.yaml, abmil.yaml, mean.yaml or max.yaml (repeatable; "
+        help="model config: a file, or a shipped one by name: acmil, abmil, mean, max (repeatable; "
         "later ones and later options win)",
     )
     main.add_argument("--seed_everything", metavar="S", help="seed of the split, initialisation and masking (0)")
@@ -76,6 +76,11 @@ def _train_summary() -> argparse.ArgumentParser:
     more.add_argument("--data.batch_size", metavar="B", help="bags per step (default 1; >1 pads bags)")
     more.add_argument("--data.val_fraction", metavar="F", help="share of cases for validation (default 0.2)")
     more.add_argument("--data.test_fraction", metavar="F", help="share of cases for test (default 0.2)")
+    more.add_argument(
+        "--checkpoint.monitor",
+        metavar="M",
+        help="what selects best.ckpt (default val/selection, with --checkpoint.mode max); null: the last epoch",
+    )
     own = p.add_argument_group("run directory and output")
     own.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
     own.add_argument(
