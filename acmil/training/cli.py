@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .rundir import split_own_flags
+from .rundir import RunOptions, split_own_flags
+
+if TYPE_CHECKING:  # numpy and Lightning are imported only when a command runs
+    from .results import TrainResult
 
 TRAIN_DESCRIPTION = """\
 Train a MIL model (ACMIL, ABMIL, mean or max pooling) on per-slide feature files and a labels CSV. The
@@ -23,7 +25,7 @@ metrics.json, predictions.csv, splits.json, config.yaml (replays the run), logs/
 and train.log (Lightning's full log); the terminal shows progress and the final metrics.
 
 example:
-  acmil train --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
+  acmil train --config acmil --data.features_dir features --data.labels_csv labels.csv \\
       --trainer.max_epochs 50 --trainer.default_root_dir runs/acmil --seed_everything 1"""
 
 TRAIN_EPILOG = """\
@@ -62,7 +64,7 @@ def _train_summary() -> argparse.ArgumentParser:
     main.add_argument(
         "--config",
         metavar="FILE",
-        help="model config: configs/acmil.yaml, abmil.yaml, mean.yaml or max.yaml (repeatable; "
+        help="model config: a file, or a shipped one by name: acmil, abmil, mean, max (repeatable; "
         "later ones and later options win)",
     )
     main.add_argument("--seed_everything", metavar="S", help="seed of the split, initialisation and masking (0)")
@@ -74,6 +76,11 @@ def _train_summary() -> argparse.ArgumentParser:
     more.add_argument("--data.batch_size", metavar="B", help="bags per step (default 1; >1 pads bags)")
     more.add_argument("--data.val_fraction", metavar="F", help="share of cases for validation (default 0.2)")
     more.add_argument("--data.test_fraction", metavar="F", help="share of cases for test (default 0.2)")
+    more.add_argument(
+        "--checkpoint.monitor",
+        metavar="M",
+        help="what selects best.ckpt (default val/selection, with --checkpoint.mode max); null: the last epoch",
+    )
     own = p.add_argument_group("run directory and output")
     own.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
     own.add_argument(
@@ -112,31 +119,24 @@ def _wants(argv: list[str], *flags: str) -> bool:
     return any(a in flags for a in argv)
 
 
-def _train(argv: list[str]) -> tuple[dict[str, Any] | None, Path | None]:
-    """(metrics on rank 0 else None, run directory) of one training run."""
+def run_train(args: list[str] | dict[str, Any], options: RunOptions | None = None) -> TrainResult | None:
+    """Fit, select, evaluate and write the run directory. Returns the run's result on rank 0, else None.
+
+    ``args``: ``acmil train``'s arguments (``--overwrite``, ``--resume`` and ``--verbose`` included), or a
+    config dict with ``options`` for those three. Lightning's messages go to ``RUN/train.log`` (and to
+    stderr under ``--verbose``).
+    """
     from .quiet import captured_lightning_output
 
-    options, rest = split_own_flags(argv)
-    run_dir: list[Path] = []
-
-    def opened(root: Path) -> None:
-        run_dir.append(root)
-        log.open(root / "train.log")
-
+    if isinstance(args, dict):
+        options = options or RunOptions()
+    else:
+        own, args = split_own_flags(list(args))
+        options = options or own
     with captured_lightning_output(options.verbose) as log:
-        from .lightning_run import fit_and_evaluate
+        from .lightning_run import train
 
-        metrics = fit_and_evaluate(rest, options, on_run_dir=opened)
-    return metrics, (run_dir[0] if run_dir else None)
-
-
-def run_training(argv: list[str] | None) -> dict[str, Any] | None:
-    """Fit, select, evaluate and write the run directory. Returns val/test metrics on rank 0, else None.
-
-    ``argv`` are ``acmil train``'s arguments (``--overwrite``, ``--resume`` and ``--verbose`` included).
-    Lightning's messages go to ``RUN/train.log`` (and to stderr under ``--verbose``).
-    """
-    return _train(list(sys.argv[1:] if argv is None else argv))[0]
+        return train(args, options, on_run_dir=lambda root: log.open(root / "train.log"))
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -153,16 +153,15 @@ def train_main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # "args parameter ... sys.argv": on purpose
             ACMILCLI(["--help"])  # prints every option and exits
         return 0
-    metrics, root = _train(argv)
-    if metrics is not None:
+    result = run_train(argv)
+    if result is not None:
         from .progress import metrics_table
 
-        print(metrics_table(metrics))
-        if root is not None:
-            print(
-                f"run directory: {root}  (best checkpoint: {root / 'checkpoints' / 'best.ckpt'}, "
-                f"full log: {root / 'train.log'})"
-            )
+        print(metrics_table(result.metrics))
+        print(
+            f"run directory: {result.run_dir}  (best checkpoint: {result.best_checkpoint}, "
+            f"full log: {result.run_dir / 'train.log'})"
+        )
     return 0
 
 
@@ -172,6 +171,14 @@ def test_main(argv: list[str] | None = None) -> int:
     if _wants(argv, "-h", "--help"):
         _test_summary().print_help()
         return 0
-    from .evaluate import test_command
+    from acmil.command import config_from
 
-    return test_command(["--help"] if _wants(argv, "--help-all") else argv)
+    from .evaluate import TestConfig, run_test, test_parser
+    from .progress import metrics_table
+
+    config = config_from(test_parser().parse_args(["--help"] if _wants(argv, "--help-all") else argv), TestConfig)
+    result = run_test(config)
+    print(metrics_table(result.metrics))
+    n = len(result.predictions.slide_ids)
+    print(f"wrote {result.paths['metrics']} and {result.paths['predictions']} ({n} slides)")
+    return 0

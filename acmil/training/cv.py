@@ -13,14 +13,19 @@ every fold's numbers, and ``RUN/oof_predictions.csv`` all folds' out-of-fold pre
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from acmil.atomic import write_csv, write_json
+
+from .rundir import RunOptions, split_own_flags
+
+if TYPE_CHECKING:
+    from .results import Predictions, TrainResult
 
 DEFAULT_CV_DIR = "runs/cv"
 CV_DESCRIPTION = """\
@@ -34,31 +39,6 @@ prediction.
 example:
   acmil cv --folds 5 --config configs/acmil.yaml --data.features_dir features --data.labels_csv labels.csv \\
       --trainer.max_epochs 50 --trainer.default_root_dir runs/cv"""
-
-
-def _flag_value(argv: list[str], flag: str) -> list[str]:
-    values = []
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            values.append(argv[i + 1])
-        elif arg.startswith(flag + "="):
-            values.append(arg.split("=", 1)[1])
-    return values
-
-
-def run_dir_of(argv: list[str]) -> Path:
-    """RUN from --trainer.default_root_dir, else from the --config files (last wins), else runs/cv."""
-    flags = _flag_value(argv, "--trainer.default_root_dir")
-    if flags:
-        return Path(flags[-1])
-    found = None
-    for cfg in _flag_value(argv, "--config"):
-        try:
-            data = yaml.safe_load(Path(cfg).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue  # the train parser reports unreadable configs itself
-        found = (data.get("trainer") or {}).get("default_root_dir") or found
-    return Path(found or DEFAULT_CV_DIR)
 
 
 def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -79,60 +59,105 @@ def summarise(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float
 SELECTIONS = ("best", "last")
 
 
-def run_cv(folds: int, train_argv: list[str], selection: str = "best") -> dict[str, Any]:
+@dataclass(kw_only=True)
+class CVConfig:
+    """``acmil cv``: ``train`` is the parsed ``acmil train`` config (a dict), which every fold runs with its own
+    ``data.folds``, ``data.fold`` and ``trainer.default_root_dir`` (``RUN/fold_<k>``)."""
+
+    train: dict[str, Any]
+    folds: int = 5
+    selection: str = "best"
+    options: RunOptions = field(default_factory=RunOptions)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path((self.train.get("trainer") or {}).get("default_root_dir") or DEFAULT_CV_DIR)
+
+
+@dataclass(frozen=True)
+class CVResult:
+    run_dir: Path
+    summary: dict[str, Any]  # cv_summary.json
+    folds: list[TrainResult]
+    oof: Predictions  # every slide once, predicted by the fold that held it out
+
+
+def check_single_process(trainer: dict[str, Any]) -> None:
+    """Refuse a trainer config that starts several processes (DDP): the folds run one after another here."""
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    strategy, devices = trainer.get("strategy") or "auto", trainer.get("devices")
+    if isinstance(strategy, dict):
+        name = strategy.get("class_path", "")
+        module, _, cls = name.rpartition(".")
+        strategy_class = getattr(__import__(module, fromlist=[cls]), cls) if module else None
+    else:
+        strategy_class = StrategyRegistry[strategy]["strategy"] if strategy in StrategyRegistry else None
+    many = isinstance(devices, list | tuple) and len(devices) > 1
+    many = many or (str(devices).lstrip("-").isdigit() and (int(devices) > 1 or int(devices) == -1))
+    if (strategy_class is not None and issubclass(strategy_class, DDPStrategy)) or many:
+        raise ValueError(
+            f"acmil cv runs its folds one after another in one process (trainer.strategy {strategy!r}, "
+            f"trainer.devices {devices!r}); use DDP with acmil train"
+        )
+
+
+def run_cv(config: CVConfig) -> CVResult | None:
     """Train and evaluate every fold; write ``cv_summary.json`` and ``oof_predictions.csv``.
 
     ``selection``: "best" (validation split from the training folds) or "last" (no validation split, the
-    last epoch; ``--data.val_fraction 0`` is appended, so it overrides one given in ``train_argv``).
+    last epoch: ``data.val_fraction`` is set to 0). Returns None on a rank other than 0.
     """
-    import numpy as np
+    import copy
 
     from acmil.evaluation import summarise as evaluation_summary
-    from acmil.evaluation.io import run_case_ids
 
-    from .cli import run_training
+    from .cli import run_train
     from .metrics import metric_values  # torch and Lightning are imported only when cv runs
+    from .results import Predictions
 
-    if selection not in SELECTIONS:
-        raise ValueError(f"--selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    if any("ddp" in a for a in train_argv):
-        raise ValueError("acmil cv runs its folds one after another in one process; use DDP with acmil train")
-    root = run_dir_of(train_argv)
-    fold_records, oof_rows, fields = [], [], None
-    for k in range(folds):
-        fold_dir = root / f"fold_{k}"
-        fold_args = ["--data.folds", str(folds), "--data.fold", str(k), "--trainer.default_root_dir", str(fold_dir)]
-        if selection == "last":
-            fold_args += ["--data.val_fraction", "0"]
-        metrics = run_training(train_argv + fold_args)
-        if metrics is None:  # not rank 0
-            return {}
-        fold_records.append({"fold": k, "run_dir": str(fold_dir), **metrics})
-        with (fold_dir / "predictions.csv").open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = ["fold"] + [f for f in (reader.fieldnames or []) if f != "split"]
-            oof_rows += [{"fold": k, **row} for row in reader if row.get("split") == "test"]
-    class_cols = [f for f in (fields or []) if f.startswith("prob_")]
-    names = [c[len("prob_") :] for c in class_cols]
-    probs = np.array([[float(r[c]) for c in class_cols] for r in oof_rows], dtype=np.float32)
-    targets = np.array([names.index(r["label"]) for r in oof_rows], dtype=int)
-    cases = run_case_ids(root, [r["slide_id"] for r in oof_rows])
+    if config.selection not in SELECTIONS:
+        raise ValueError(f"--selection must be one of {', '.join(SELECTIONS)}, got {config.selection!r}")
+    check_single_process(config.train.get("trainer") or {})
+    root, results = config.run_dir, []
+    for k in range(config.folds):
+        fold = copy.deepcopy(config.train)
+        fold["data"].update(folds=config.folds, fold=k)
+        if config.selection == "last":
+            fold["data"]["val_fraction"] = 0
+        fold["trainer"]["default_root_dir"] = str(root / f"fold_{k}")
+        result = run_train(fold, config.options)
+        if result is None:  # not rank 0
+            return None
+        results.append(result)
+    fold_records = [{"fold": k, "run_dir": str(r.run_dir), **r.metrics} for k, r in enumerate(results)]
+    tests = [r.predictions.select("test") for r in results]
+    oof = Predictions.concat(tests)
     summary = {
         "metrics": summarise([r["test"] for r in fold_records]),
         "folds": fold_records,
         "pooled_oof": {
-            **metric_values(probs, targets, len(names)),  # + bootstrap CIs and calibration
-            **evaluation_summary(probs, targets, names, cases),
+            **metric_values(oof.probabilities, oof.targets, len(oof.class_names)),  # + bootstrap CIs, calibration
+            **evaluation_summary(oof.probabilities, oof.targets, oof.class_names, oof.groups),
         },
-        "n_folds": folds,
-        "selection": selection,  # which epoch each fold's best.ckpt (the one evaluated) is
+        "n_folds": config.folds,
+        "selection": config.selection,  # which epoch each fold's best.ckpt (the one evaluated) is
     }
-    write_csv(root / "oof_predictions.csv", oof_rows, fields)
+    rows = [
+        {"fold": k, **{f: v for f, v in row.items() if f != "split"}} for k, t in enumerate(tests) for row in t.rows()
+    ]
+    write_csv(root / "oof_predictions.csv", rows, ["fold"] + [f for f in oof.fields if f != "split"])
     write_json(root / "cv_summary.json", summary)
-    return summary
+    return CVResult(run_dir=root, summary=summary, folds=results, oof=oof)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _cv_arguments(parser: Any) -> None:
+    parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    parser.add_argument("--selection", choices=list(SELECTIONS), default="best", help="best or last")
+
+
+def _summary_parser() -> argparse.ArgumentParser:
+    """``acmil cv --help`` (light: parsing is the training CLI's, with --folds and --selection added)."""
     parser = argparse.ArgumentParser(
         prog="acmil cv",
         add_help=False,
@@ -141,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=CV_DESCRIPTION,
         epilog="Every other option is passed to each fold's `acmil train` (see acmil train --help), "
-        "--overwrite included.",
+        "--overwrite included; a --config file may set folds and selection too.",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
     parser.add_argument(
@@ -152,14 +177,35 @@ def main(argv: list[str] | None = None) -> int:
         "last: train on all the training folds, keep the last epoch",
     )
     parser.add_argument("-h", "--help", action="store_true", help="this summary")
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if args.help:
-        parser.print_help()
+    return parser
+
+
+def cv_config(argv: list[str]) -> CVConfig:
+    """Parse ``acmil cv`` options with the training CLI's parser (one parse: ``--config`` and ``--print_config``
+    work, and a fold runs exactly the config parsed here)."""
+    from .quiet import captured_lightning_output
+
+    options, rest = split_own_flags(argv)
+    with captured_lightning_output(options.verbose):  # Lightning's import-time and seed messages
+        from .lightning_run import parse_config
+
+        parsed, parser = parse_config(rest, prog="acmil cv", extra_arguments=_cv_arguments)
+        train = yaml.safe_load(parser.dump(parsed, skip_none=False))  # None values too: monitor null is a choice
+    folds, selection = train.pop("folds"), train.pop("selection")
+    train.pop("config", None)
+    return CVConfig(train=train, folds=folds, selection=selection, options=options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        _summary_parser().print_help()
         return 0
-    summary = run_cv(args.folds, rest, args.selection)
-    if summary:
+    config = cv_config(argv)
+    result = run_cv(config)
+    if result is not None:
         print("test metrics over the folds (mean ± sample std):")
-        for name, value in summary["metrics"].items():
+        for name, value in result.summary["metrics"].items():
             print(f"  {name:<18} {value['mean']:.3f} ± {value['std']:.3f}")
-        print(f"run directory: {run_dir_of(rest)}  (cv_summary.json, oof_predictions.csv, fold_<k>/)")
+        print(f"run directory: {result.run_dir}  (cv_summary.json, oof_predictions.csv, fold_<k>/)")
     return 0

@@ -18,6 +18,38 @@ LOG_NAME = "train.log"
 OWN_FLAGS = {"--overwrite": "overwrite", "--resume": "resume", "--verbose": "verbose"}
 
 
+def resolve_config(value: str | os.PathLike) -> str | os.PathLike:
+    """``--config NAME``: a file as given, else a config shipped with acmil (``acmil`` -> ``configs/acmil.yaml``,
+    ``trainer/gpu`` -> ``configs/trainer/gpu.yaml``); anything else (a YAML string) unchanged."""
+    text = os.fspath(value)
+    if Path(text).is_file() or "\n" in text or text.lstrip().startswith(("{", "[")):
+        return value
+    name = text.removeprefix("configs/")
+    for candidate in (name, f"{name}.yaml"):
+        shipped = configs_dir() / candidate
+        if shipped.is_file():
+            return str(shipped)
+    return value
+
+
+def configs_dir() -> Path:
+    """The shipped ``configs/`` folder: package data of an installed wheel, else the source checkout's."""
+    from importlib.util import find_spec
+
+    spec = find_spec("acmil.configs")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """A shipped config as a dict (``shipped_config("acmil")``)."""
+    path = Path(resolve_config(name))
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such config in {configs_dir()}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (it holds another run, or nothing to resume)."""
 

@@ -173,13 +173,13 @@ def test_a_real_lightning_checkpoint_loads_with_weights_only(tmp_path, repo_root
     import zipfile
 
     from acmil.synthetic.features import make_cohort
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     monkeypatch.chdir(repo_root)
     torch.set_num_threads(1)
     cohort = make_cohort(tmp_path / "cohort", n_slides=16, signal=3.0, seed=0)
     run = tmp_path / "run"
-    run_training(
+    run_train(
         [
             "--config",
             "configs/acmil_mha.yaml",

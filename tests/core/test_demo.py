@@ -105,3 +105,41 @@ def test_report_shows_wide_figures_large_and_linked() -> None:
     assert '<figure class="wide"><a href="analysis/umap/umap.png"' in html and "click to enlarge" in html
     assert "figure.wide img{width:100%;max-width:1100px" in html  # not the thumbnails' 360 px
     assert "[![UMAP](analysis/umap/umap.png)](analysis/umap/umap.png)" in to_markdown(blocks)
+
+
+def test_demo_training_keeps_the_final_epoch_by_configuration(tmp_path, capsys) -> None:
+    """The demo's training stage on generated features: its config (the shipped acmil.yaml plus
+    ``checkpoint.monitor: null``) keeps the final epoch, and the stage's result is what the run wrote."""
+    import torch
+
+    from acmil.demo import _heatmap_slides, _train, train_config, write_config
+    from acmil.training.synthetic_features import make_cohort
+
+    cohort = make_cohort(tmp_path / "c", n_slides=20, n_patches=(10, 20), dim=16, seed=0)
+    run = tmp_path / "runs" / "acmil"
+    config = train_config("acmil", 3, cohort.features_dir, cohort.labels_csv, run, seed=1)
+    assert config["model"]["arch_args"]["n_branches"] == 5  # the shipped recipe, not a copy in demo.py
+    config["trainer"]["check_val_every_n_epoch"] = 1  # the demo validates every 10th of its 100 epochs
+    write_config(tmp_path / "configs" / "demo_acmil.yaml", "acmil", config)
+    result = _train(config)
+    best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    assert best["epoch"] == 2 == torch.load(result.last_checkpoint, weights_only=True)["epoch"]
+    assert result.metrics == json.loads((run / "metrics.json").read_text())
+    assert result.splits == json.loads((run / "splits.json").read_text())
+    assert "[demo] train ACMIL: epoch 3/3" in capsys.readouterr().out
+    shown = _heatmap_slides(result.predictions, 3)
+    held_out = set(result.splits["val"] + result.splits["test"])
+    assert shown and set(shown) <= held_out
+    assert [cohort.labels[s] for s in shown][-1] == "normal" and "tumour" in [cohort.labels[s] for s in shown]
+    # The written config replays the run.
+    from acmil.training.cli import run_train
+
+    again = run_train(
+        [
+            "--config",
+            str(tmp_path / "configs" / "demo_acmil.yaml"),
+            "--trainer.default_root_dir",
+            str(tmp_path / "again"),
+        ]
+    )
+    assert again.metrics["test"]["auc"] == pytest.approx(result.metrics["test"]["auc"])

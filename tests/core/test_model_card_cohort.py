@@ -29,14 +29,14 @@ FAST = [
 def trained(tmp_path_factory, repo_root):
     import torch
 
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     root = tmp_path_factory.mktemp("card")
     cohort = make_cohort(root / "cohort", n_slides=12, signal=3.0, seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_training(
+        run_train(
             [
                 "--config",
                 str(repo_root / "configs" / "acmil.yaml"),

@@ -64,16 +64,16 @@ def train_args(
 
 
 def train_in_repo(args: list[str], repo_root: Path) -> dict:
-    """``run_training(args)`` from the repository (configs/ paths) on one torch thread; returns its metrics.
+    """``run_train(args)`` from the repository (configs/ paths) on one torch thread; returns its metrics.
 
     For session fixtures, which cannot use the function-scoped chdir / one-thread fixtures of the tests."""
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(repo_root)
     torch.set_num_threads(1)
     try:
-        return run_training(args)
+        return run_train(args).metrics
     finally:
         os.chdir(cwd)
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ def small(tmp_path_factory):
 
 
 def test_a_single_class_is_refused_before_training_with_the_counts(small, tmp_path, train_args) -> None:
-    from acmil.training.cli import run_training
+    from acmil.training.cli import run_train
 
     one = _relabel(small.labels_csv, tmp_path / "one.csv", lambda i, lab: "tumour")
     run = tmp_path / "run"
@@ -39,12 +39,12 @@ def test_a_single_class_is_refused_before_training_with_the_counts(small, tmp_pa
         match=r"at least two classes, found 1 \(slides per class: "
         r"\{'tumour': 12\}\)",
     ) as info:
-        run_training([*train_args(small, run, 1), "--data.labels_csv", str(one)])
+        run_train([*train_args(small, run, 1), "--data.labels_csv", str(one)])
     assert str(one) in str(info.value)
     assert not (run / "checkpoints").exists()  # refused before an epoch ran
     assert "slides per class" in (run / "train.log").read_text() or (run / "train.log").exists()
     # the corrected labels train into the same folder: a refused run's lone log does not make it "not empty"
-    assert run_training([*train_args(small, run, 1)])["val"]
+    assert run_train([*train_args(small, run, 1)]).metrics["val"]
 
 
 def test_numeric_labels_1_and_1_0_are_one_class(small, tmp_path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from acmil.checkpoint import load_model
-from acmil.training.cli import run_training
+from acmil.training.cli import run_train
 from acmil.training.rundir import RunDirError
 
 HERE = Path(__file__).resolve().parent
@@ -29,7 +29,7 @@ def test_full_disk_keeps_the_previous_checkpoints_whole(cohort, tmp_path, train_
         sys.path.insert(0, str(HERE))
         try:
             with pytest.raises(OSError, match=r"cannot write .*checkpoints/(best|last)\.ckpt: disk full"):
-                run_training(
+                run_train(
                     [
                         *train_args(cohort, run, 4),
                         "--trainer.logger",
@@ -53,15 +53,15 @@ def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(
     (run / "best.ckpt").write_bytes(b"old run")  # anything in the folder: refused before the cohort is read
     before = sorted(run.iterdir())
     with pytest.raises(RunDirError, match=r"is not empty \(holds best.ckpt\).*--resume.*--overwrite"):
-        run_training(train_args(cohort, run, 1))
+        run_train(train_args(cohort, run, 1))
     assert sorted(run.iterdir()) == before
     # --overwrite replaces a run's files and keeps what is not a run's
     (run / "config.yaml").write_text("model: old\n")
-    metrics = run_training([*train_args(cohort, run, 1), "--overwrite"])
+    metrics = run_train([*train_args(cohort, run, 1), "--overwrite"]).metrics
     assert json.loads((run / "metrics.json").read_text()) == metrics
     assert (run / "best.ckpt").read_bytes() == b"old run" and "model: old" not in (run / "config.yaml").read_text()
     with pytest.raises(RunDirError, match="give one of them"):
-        run_training([*train_args(cohort, run, 1), "--overwrite", "--resume"])
+        run_train([*train_args(cohort, run, 1), "--overwrite", "--resume"])
 
 
 def without(args: list[str], option: str) -> list[str]:
@@ -129,6 +129,29 @@ def test_a_config_with_its_own_monitorless_checkpoint_still_trains(cohort, tmp_p
             }
         )
     )
-    assert run_training([*train_args(cohort, run, 2), "--config", str(config)])["val"]
+    assert run_train([*train_args(cohort, run, 2), "--config", str(config)]).metrics["val"]
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "final.ckpt", "last.ckpt"}
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_yaml_chooses_the_checkpoint_the_loggers_and_the_callbacks(cohort, tmp_path: Path, train_args) -> None:
+    """Model selection, loggers and callbacks are configuration: ``checkpoint.monitor: null`` keeps the last
+    epoch in best.ckpt, ``trainer.logger`` replaces the TensorBoard + CSV pair, ``trainer.callbacks`` adds."""
+    run, logs = tmp_path / "run", tmp_path / "elsewhere"
+    config = tmp_path / "choices.yaml"
+    config.write_text(
+        "checkpoint:\n  monitor: null\n"
+        "trainer:\n"
+        "  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
+        f"    init_args: {{save_dir: {logs}, name: mine, version: v}}\n"
+        "  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {tmp_path / 'extra'}, filename: first, monitor: null}}\n"
+    )
+    result = run_train([*train_args(cohort, run, 3), "--config", str(config)])
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2  # the last epoch, though validation ran every epoch
+    assert (logs / "mine" / "v" / "metrics.csv").is_file() and not (run / "logs").exists()
+    assert (tmp_path / "extra" / "first.ckpt").is_file()  # the config's own callback ran beside them
+    assert json.loads((run / "metrics.json").read_text()) == result.metrics
+    assert "monitor: null" in (run / "config.yaml").read_text()  # and the run's config replays the choice

@@ -13,7 +13,7 @@ import torch
 from acmil.checkpoint import load_model
 from acmil.features import read_features
 from acmil.inference import predict_bag
-from acmil.training.cli import run_training
+from acmil.training.cli import run_train
 from acmil.training.module import MILModule
 
 METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auc"}
@@ -180,8 +180,8 @@ def test_test_command_reproduces_run_metrics(trained_run: dict, cohort, tmp_path
 
 @pytest.mark.slow
 def test_same_seed_same_run(cohort, tmp_path: Path, train_args) -> None:
-    a = run_training(train_args(cohort, tmp_path / "a", 2, 7))
-    b = run_training(train_args(cohort, tmp_path / "b", 2, 7))
+    a = run_train(train_args(cohort, tmp_path / "a", 2, 7)).metrics
+    b = run_train(train_args(cohort, tmp_path / "b", 2, 7)).metrics
     assert a == b
     losses = [
         [r["train/loss_step"] for r in _csv(p / "logs/csv/metrics.csv") if r["train/loss_step"]]
@@ -193,7 +193,7 @@ def test_same_seed_same_run(cohort, tmp_path: Path, train_args) -> None:
 
 @pytest.mark.slow
 def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> None:
-    metrics = run_training(
+    metrics = run_train(
         train_args(
             cohort,
             tmp_path,
@@ -206,7 +206,7 @@ def test_batched_padded_bags_with_bf16(cohort, tmp_path: Path, train_args) -> No
             "--data.num_workers",
             "1",
         )
-    )
+    ).metrics
     assert set(metrics["val"]) == METRICS | EVALUATION
     steps = [r for r in _csv(tmp_path / "logs/csv/metrics.csv") if r.get("train/loss")]
     assert len(steps) == 2
@@ -241,7 +241,7 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
 
     c = make_cohort(tmp_path / "c", n_slides=30, n_patches=(20, 40), dim=16, class_names=("a", "b", "c"), seed=2)
     run = tmp_path / "run"
-    metrics = run_training(
+    metrics = run_train(
         [
             "--config",
             config,
@@ -260,7 +260,7 @@ def test_other_models_train_on_three_classes(config: str, tmp_path: Path) -> Non
             "--trainer.enable_model_summary",
             "false",
         ]
-    )
+    ).metrics
     assert set(metrics["val"]) == METRICS | EVALUATION
     card = load_model(run / "checkpoints" / "best.ckpt").card
     assert card.arch == config.split("/")[1].removesuffix(".yaml") and sorted(card.class_names) == ["a", "b", "c"]
