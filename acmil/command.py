@@ -36,7 +36,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 ConfigT = TypeVar("ConfigT")
 
 
-def short_error(parser: Any, message: str) -> NoReturn:
+def short_error(parser: Any, message: str, hint: str | None = None) -> NoReturn:
     """Print ``message`` with a close option name (``--n-bot`` -> ``did you mean --n-boot?``) and exit 2.
 
     Shared by :class:`CommandParser` and the training CLI's LightningCLI parser, instead of 60 lines of usage.
@@ -50,7 +50,7 @@ def short_error(parser: Any, message: str) -> NoReturn:
     sys.stderr.write(
         f"{parser.prog}: error: {message}\n"
         + "".join(f"  {h}\n" for h in hints)
-        + f"  ({parser.prog} --help for the options)\n"
+        + f"  ({hint or f'{parser.prog} --help for the options'})\n"
     )
     sys.exit(2)
 
@@ -95,11 +95,19 @@ def as_list(value: Any) -> list | None:
     return list(value) if isinstance(value, tuple) else [value]
 
 
-def command_parser(prog: str, description: str, epilog: str | None = None) -> CommandParser:
+def command_parser(
+    prog: str,
+    description: str,
+    epilog: str | None = None,
+    config_action: type[ActionConfigFile] = ActionConfigFile,
+    config_help: str = "a YAML file of option values (see --print_config)",
+) -> CommandParser:
     """A parser for ``prog`` with ``--config`` (a YAML of option values) and ``--print_config`` already on it.
 
     Options are added with the usual ``add_argument`` (dashes in names are fine: ``--n-boot`` is the key
     ``n_boot`` in a config file). Abbreviations are refused: ``--out`` never silently means ``--outdir``.
+    ``config_action``: a subclass of jsonargparse's ``ActionConfigFile`` for a command whose ``--config``
+    also reads another kind of file (``acmil test`` takes a run's ``config.yaml``).
     """
     parser = CommandParser(
         prog=prog,
@@ -108,7 +116,7 @@ def command_parser(prog: str, description: str, epilog: str | None = None) -> Co
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of option values (see --print_config)")
+    parser.add_argument("--config", action=config_action, help=config_help)
     return parser
 
 

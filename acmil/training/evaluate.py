@@ -58,10 +58,12 @@ class _ConfigOrRunConfig(ActionConfigFile):
 
 
 def test_parser() -> Any:
-    parser = command_parser("acmil test", "Evaluate a checkpoint on labelled feature files.")
-    config = next(a for a in parser._actions if isinstance(a, ActionConfigFile))  # noqa: SLF001
-    config.__class__ = _ConfigOrRunConfig
-    config.help = "option values as YAML, or a run's config.yaml (its data paths and split seed)"
+    parser = command_parser(
+        "acmil test",
+        "Evaluate a checkpoint on labelled feature files.",
+        config_action=_ConfigOrRunConfig,
+        config_help="option values as YAML, or a run's config.yaml (its data paths and split seed)",
+    )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a best.ckpt (or imported checkpoint)")
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and predictions.csv")
     parser.add_argument(

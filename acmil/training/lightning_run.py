@@ -92,7 +92,7 @@ class _Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
-        short_error(self, message)
+        short_error(self, message, hint=f"{self.prog} --help: the common options; --help-all: every option")
 
 
 class BestCheckpoint(ModelCheckpoint):
