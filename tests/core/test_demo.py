@@ -113,7 +113,7 @@ def test_demo_training_keeps_the_final_epoch_by_configuration(tmp_path, capsys) 
     import torch
 
     from acmil.demo import _heatmap_slides, _train, train_config, write_config
-    from acmil.training.synthetic_features import make_cohort
+    from acmil.synthetic.features import make_cohort
 
     cohort = make_cohort(tmp_path / "c", n_slides=20, n_patches=(10, 20), dim=16, seed=0)
     run = tmp_path / "runs" / "acmil"

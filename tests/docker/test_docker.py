@@ -84,7 +84,7 @@ def test_compose_serves_mounted_checkpoint_features_and_slides() -> None:
     assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile.service"}
     args = serve_parser().parse_args(svc["command"])
     targets = {v.split(":")[-2]: v.split(":")[-1] for v in svc["volumes"]}
-    for path in (args.checkpoint, args.features, args.slides):
+    for path in (*args.checkpoint, args.features, args.slides):  # --checkpoint repeats (an ensemble)
         assert targets.get(str(path)) == "ro", f"{path} is not a read-only mount"
     assert compose["services"]["acmil-gpu"]["build"]["dockerfile"] == "docker/Dockerfile"
 
