@@ -33,9 +33,7 @@ def _sources() -> dict[str, str]:
 
 def test_only_the_marked_fixtures_read_the_shared_slides_location() -> None:
     offenders = [
-        name
-        for name, text in _sources().items()
-        if re.search(r"\bSHARED_SLIDES\b|ACMIL_TEST_SLIDES", _code_only(text))
+        name for name, text in _sources().items() if re.search(r"\bSHARED_SLIDES\b|ACMIL_TEST_SLIDES", _code_only(text))
     ]
     assert not offenders, f"use the shared_slides fixture instead of the slides' location in {offenders}"
 
