@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 # Plausible µm per level-0 pixel of a slide scan: 0.05 (beyond a 100x objective) to 20 (a 0.5x overview).
 # A default 72-dpi TIFF tag gives 352.8, which is not a scan.
@@ -142,6 +141,8 @@ def level0_extent(coord_attrs: dict, coords: np.ndarray, patch_size_level0: floa
 
 def rank_normalise(values: np.ndarray) -> np.ndarray:
     """(N,) values mapped to [0, 1] by rank, ties sharing their mean rank; a single value maps to 0.5."""
+    from scipy.stats import rankdata  # here, not at the top: scipy.stats costs ~1.4 s, and --help imports this module
+
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size == 1:
         return np.full(1, 0.5)
