@@ -12,7 +12,7 @@ from acmil.cli import COMMANDS, main
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_an_abbreviated_option_is_an_error(command: str, capsys) -> None:
     # In this process, through the same entry point as `acmil` (a subprocess per command paid Lightning's
-    # import three times over; the console script itself is tested in tests/packaging).
+    # import three times over; `python -m acmil` itself is tested in tests/packaging).
     code = main([command, "--hel"])
     out, err = capsys.readouterr()
     assert code == 2, (command, code, out[-500:], err[-500:])
