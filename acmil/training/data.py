@@ -1,7 +1,8 @@
 """The LightningDataModule: per-slide HDF5 feature files + a labels CSV -> bags of patch features.
 
-Slides are read lazily, one file per item (the cohort is never held in memory unless ``cache`` asks for it).
-Bags of different lengths are padded in :func:`collate_bags`, with a boolean mask (True = real patch).
+Slides are read one file per item; by default the bags that fit in a third of the available memory stay
+in memory after their first read (``cache``, :mod:`acmil.training.bag_cache`). Bags of different lengths
+are padded in :func:`collate_bags`, with a boolean mask (True = real patch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from acmil.atomic import write_json
 from acmil.features import read_feature_matrix
 
+from .bag_cache import BagCache
 from .cohort import (
     SPLIT_NAMES,
     Cohort,
@@ -34,7 +36,7 @@ from .splits import make_splits
 class BagDataset(Dataset):
     """Slides of one split. Item: {"features": (N, D) float32, "label": int, "index": cohort index}."""
 
-    def __init__(self, cohort: Cohort, indices: list[int], cache: dict[int, np.ndarray] | None = None) -> None:
+    def __init__(self, cohort: Cohort, indices: list[int], cache: BagCache | None = None) -> None:
         self.cohort, self.indices, self.cache = cohort, list(indices), cache
 
     def __len__(self) -> int:
@@ -42,11 +44,12 @@ class BagDataset(Dataset):
 
     def features(self, i: int) -> np.ndarray:
         """(N, D) features of cohort slide ``i`` (already validated by the scan, so not checked again)."""
-        if self.cache is not None and i in self.cache:
-            return self.cache[i]
+        cached = self.cache.get(i) if self.cache is not None else None
+        if cached is not None:
+            return cached
         feats = read_feature_matrix(self.cohort.paths[i])
         if self.cache is not None:
-            self.cache[i] = feats
+            self.cache.put(i, feats)
         return feats
 
     def __getitem__(self, item: int) -> dict[str, Any]:
@@ -92,22 +95,6 @@ def collate_bags(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
     }
 
 
-def _available_memory() -> int:
-    """Bytes of memory available to new allocations (page cache included), 0 when unknown.
-
-    psutil (the test extra's) gives MemAvailable; without it, ``os.sysconf`` gives the free pages only, a
-    lower bound, so the cohort is cached in memory less readily rather than more.
-    """
-    try:
-        import psutil
-    except ImportError:
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):  # not POSIX, or the name is unknown here
-            return 0
-    return int(psutil.virtual_memory().available)
-
-
 class FeatureDataModule(L.LightningDataModule):
     """Bags of patch features for training, validation and test.
 
@@ -120,8 +107,9 @@ class FeatureDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes reading the files; default: 4 (at most the CPU count minus
             one) when CUDA is available, so reading overlaps the GPU's work, else 0 (on CPU the cores are
             busy computing).
-        cache: keep features in memory after the first read; "auto" does so when the cohort uses under a
-            third of the available memory.
+        cache: keep bags in memory after their first read (the cohort scan's, when ``check_values``). "auto"
+            (default): the bags that fit in a third of the memory available at the scan, the first ones read;
+            True: every bag; False: none, every epoch reads the files. It never changes what is trained.
         val_fraction: share of cases in the validation split (when the CSV has no ``split`` column); 0: no
             validation split, the last epoch is the run's checkpoint (``acmil cv --selection last``).
         test_fraction: share of cases in the test split (idem).
@@ -143,7 +131,7 @@ class FeatureDataModule(L.LightningDataModule):
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
-        cache: bool | Literal["auto"] = False,
+        cache: bool | Literal["auto"] = "auto",
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         seed: int | None = None,
@@ -168,39 +156,33 @@ class FeatureDataModule(L.LightningDataModule):
         self._cohort: Cohort | None = None
         self._splits: dict[str, list[int]] | None = None
         self._split_source = ""
-        self._cache: dict[int, np.ndarray] | None = None
+        self._cache: BagCache | None = None
         self._datasets: dict[str, BagDataset] = {}
         self.evaluation_only = False  # set by ``acmil test``: no training split needed
         self.description = description
 
     # -- the checked cohort (scanned once, on first use: linking in_dim / class_names triggers it) --------
-    def _use_cache(self, cohort_bytes: int) -> bool:
-        if self.cache_mode == "auto":
-            return 0 < cohort_bytes < _available_memory() / 3
-        return bool(self.cache_mode)
-
     def prepare(self) -> Cohort:
         """Scan and validate the cohort and make the split; raises DataValidationError listing every problem."""
         if self._cohort is not None:
             return self._cohort
-        cache: dict[int, np.ndarray] = {}
-        wants_cache = self.cache_mode is True  # "auto" is decided after the cheap metadata scan
+        cache = BagCache.for_mode(self.cache_mode)
         cohort = scan_cohort(
             self.features_dir,
             self.labels_csv,
             self._class_names_arg,
             self.check_values,
-            on_features=(lambda i, f: cache.__setitem__(i, f)) if wants_cache else None,
+            on_features=cache.put if cache is not None else None,  # the value check's read fills the cache
             outcome="nothing was evaluated" if self.evaluation_only else "nothing was trained",
         )
         if not self.evaluation_only:
             check_trainable(cohort, self.labels_csv)  # before the split: one class would fail it less clearly
-        if self._use_cache(cohort.feature_bytes):
-            # Fill the cache here, in the main process: DataLoader workers then share it (fork, copy-on-write)
-            # instead of each worker building its own copy of the cohort.
+        if cache is not None:
+            # Fill the rest here, in the main process: DataLoader workers then share it (fork, copy-on-write);
+            # they add nothing themselves. A bag that cannot fit is not read.
             for i, path in enumerate(cohort.paths):
-                if i not in cache:
-                    cache[i] = read_feature_matrix(path)
+                if i not in cache and cache.fits(cohort.n_patches[i] * cohort.in_dim * 4):
+                    cache.put(i, read_feature_matrix(path))
             self._cache = cache
         self._splits = self._make_splits(cohort)
         if not self.evaluation_only:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from acmil.features import write_features
+from acmil.features import read_feature_matrix, write_features
 from acmil.synthetic.features import make_cohort
 from acmil.training.cohort import DataValidationError
 from acmil.training.data import FeatureDataModule, collate_bags
@@ -50,7 +50,6 @@ def test_data_module_reads_lazily_and_links(small) -> None:
     assert dm.in_dim == 8 and dm.class_names == ["normal", "tumour"]
     assert dm.encoder.get("encoder") == "synthetic"
     dm.setup("fit")
-    assert dm.dataset("train").cache is None  # nothing held in memory by default
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"].shape[0] == 4 and batch["mask"] is not None
     n_real = batch["mask"].sum(1)
@@ -67,11 +66,43 @@ def test_cache_is_filled_by_the_validation_scan(small) -> None:
     assert np.array_equal(item["features"].numpy(), dm.dataset("val").cache[item["index"]])
 
 
-def test_auto_cache_fills_when_the_cohort_is_small(small) -> None:
-    dm = FeatureDataModule(small.features_dir, small.labels_csv, cache="auto", check_values=False, seed=0)
+def test_auto_cache_is_the_default_and_fills_when_the_cohort_is_small(small) -> None:
+    dm = FeatureDataModule(small.features_dir, small.labels_csv, check_values=False, seed=0)
     dm.setup("fit")
     assert len(dm.dataset("val").cache) == 16  # filled before any worker starts
-    assert FeatureDataModule(small.features_dir, small.labels_csv, seed=0).dataset("train").cache is None
+    off = FeatureDataModule(small.features_dir, small.labels_csv, cache=False, seed=0)
+    assert off.dataset("train").cache is None
+
+
+@pytest.mark.parametrize("check_values", [True, False])
+def test_auto_cache_keeps_to_its_budget(small, monkeypatch, check_values) -> None:
+    """With room for three bags, three are kept (the first read) and the others are read from their files."""
+    import acmil.training.bag_cache as bag_cache
+
+    sizes = [n * 8 * 4 for n in FeatureDataModule(small.features_dir, small.labels_csv, cache=False).cohort.n_patches]
+    budget = sum(sizes[:3])
+    monkeypatch.setattr(bag_cache, "available_memory", lambda: budget * bag_cache.AUTO_SHARE)
+    dm = FeatureDataModule(small.features_dir, small.labels_csv, check_values=check_values, seed=0)
+    dm.setup("fit")
+    cache = dm.dataset("train").cache
+    assert sorted(cache._bags) == [0, 1, 2] and cache.used == budget
+    for split in ("train", "val", "test"):  # every bag reads the same with and without the cache
+        ds = dm.dataset(split)
+        for item in range(len(ds)):
+            i = ds.indices[item]
+            assert np.array_equal(ds[item]["features"].numpy(), read_feature_matrix(dm.cohort.paths[i]))
+    assert len(cache) == 3 and cache.used <= budget
+
+
+def test_dataloader_workers_add_nothing_to_the_cache(monkeypatch) -> None:
+    """A worker's additions would stay in its own copy (one cohort per worker): only the main process adds."""
+    import acmil.training.bag_cache as bag_cache
+
+    cache = bag_cache.BagCache()
+    cache.put(0, np.zeros((4, 2), np.float32))
+    monkeypatch.setattr(bag_cache, "get_worker_info", lambda: object())  # as inside a DataLoader worker
+    cache.put(1, np.zeros((4, 2), np.float32))
+    assert 0 in cache and 1 not in cache and cache.used == 32
 
 
 def test_split_column_is_used(tmp_path: Path) -> None:
