@@ -1,5 +1,3 @@
-import sys
+from acmil.cli import run
 
-from acmil.cli import main
-
-sys.exit(main())
+run()

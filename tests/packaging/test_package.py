@@ -85,3 +85,20 @@ def test_help_is_fast_and_lists_commands():
 def test_unknown_command_fails_on_stderr():
     out = subprocess.run([sys.executable, "-m", "acmil", "frobnicate"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown command" in out.stderr
+
+
+def test_the_command_ends_through_run_which_freezes_the_heap():
+    """``acmil`` and ``python -m acmil`` end in :func:`acmil.cli.run`: the exit code of ``main``, after
+    ``gc.freeze()`` (the shutdown collections over torch's and Lightning's objects cost about a second)."""
+    from importlib.metadata import entry_points
+
+    assert [ep.value for ep in entry_points(group="console_scripts", name="acmil")] == ["acmil.cli:run"]
+    code = (
+        "import gc, sys, acmil.cli as cli; freeze = gc.freeze; "
+        "gc.freeze = lambda: (print('frozen'), freeze()); sys.argv = ['acmil', *sys.argv[1:]]; cli.run()"
+    )
+    ok = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True)
+    lines = ok.stdout.splitlines()
+    assert ok.returncode == 0 and lines[0].startswith("acmil ") and lines[1] == "frozen", ok.stdout + ok.stderr
+    bad = subprocess.run([sys.executable, "-c", code, "frobnicate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "frozen" in bad.stdout
