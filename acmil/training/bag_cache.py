@@ -8,27 +8,16 @@ and re-reads (and re-allocates) on every miss.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+import psutil
 from torch.utils.data import get_worker_info
 
 AUTO_SHARE = 3  # cache="auto": at most a third of the memory available when the cohort is scanned
 
 
 def available_memory() -> int:
-    """Bytes of memory available to new allocations (page cache included), 0 when unknown.
-
-    psutil gives MemAvailable; without it, ``os.sysconf`` gives the free pages only, a lower bound, so less
-    is cached rather than more.
-    """
-    try:
-        import psutil
-    except ImportError:
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):  # not POSIX, or the name is unknown here
-            return 0
+    """Bytes of memory available to new allocations, the page cache included (psutil's MemAvailable): after
+    preprocessing most memory is page cache, which the free pages alone would count as taken."""
     return int(psutil.virtual_memory().available)
 
 

@@ -166,7 +166,8 @@ class FeatureDataModule(L.LightningDataModule):
         """Scan and validate the cohort and make the split; raises DataValidationError listing every problem."""
         if self._cohort is not None:
             return self._cohort
-        cache = BagCache.for_mode(self.cache_mode)
+        # One pass over the bags (``acmil test``) gains nothing from keeping them: "auto" keeps none there.
+        cache = BagCache.for_mode(False if self.evaluation_only and self.cache_mode == "auto" else self.cache_mode)
         cohort = scan_cohort(
             self.features_dir,
             self.labels_csv,

@@ -74,6 +74,16 @@ def test_auto_cache_is_the_default_and_fills_when_the_cohort_is_small(small) -> 
     assert off.dataset("train").cache is None
 
 
+def test_evaluation_alone_keeps_no_bags_unless_asked(small) -> None:
+    """``acmil test`` reads each bag once: "auto" keeps none there; ``cache=True`` still does."""
+    for mode, kept in (("auto", None), (True, 16)):
+        dm = FeatureDataModule(small.features_dir, small.labels_csv, cache=mode, seed=0)
+        dm.evaluation_only = True
+        dm.setup("test")
+        cache = dm.dataset("test").cache
+        assert (None if cache is None else len(cache)) == kept
+
+
 @pytest.mark.parametrize("check_values", [True, False])
 def test_auto_cache_keeps_to_its_budget(small, monkeypatch, check_values) -> None:
     """With room for three bags, three are kept (the first read) and the others are read from their files."""
