@@ -111,9 +111,9 @@ class Cohort:
     def has_split_column(self) -> bool:
         return any(r.split for r in self.rows)
 
-    @property
-    def feature_bytes(self) -> int:
-        return int(sum(self.n_patches)) * self.in_dim * 4
+    def bag_bytes(self, i: int) -> int:
+        """Bytes of slide ``i``'s features as float32 in memory."""
+        return int(self.n_patches[i]) * self.in_dim * 4
 
 
 def read_labels(path: str | os.PathLike) -> tuple[list[LabelRow], list[str]]:

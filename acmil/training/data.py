@@ -182,7 +182,7 @@ class FeatureDataModule(L.LightningDataModule):
             # Fill the rest here, in the main process: DataLoader workers then share it (fork, copy-on-write);
             # they add nothing themselves. A bag that cannot fit is not read.
             for i, path in enumerate(cohort.paths):
-                if i not in cache and cache.fits(cohort.n_patches[i] * cohort.in_dim * 4):
+                if i not in cache and cache.fits(cohort.bag_bytes(i)):
                     cache.put(i, read_feature_matrix(path))
             self._cache = cache
         self._splits = self._make_splits(cohort)
