@@ -184,7 +184,7 @@ class FeatureDataModule(L.LightningDataModule):
             for i, path in enumerate(cohort.paths):
                 if i not in cache and cache.fits(cohort.bag_bytes(i)):
                     cache.put(i, read_feature_matrix(path))
-            self._cache = cache
+        self._cache = cache
         self._splits = self._make_splits(cohort)
         if not self.evaluation_only:
             check_split_classes(cohort, self._splits)

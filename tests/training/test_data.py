@@ -89,8 +89,8 @@ def test_auto_cache_keeps_to_its_budget(small, monkeypatch, check_values) -> Non
     """With room for three bags, three are kept (the first read) and the others are read from their files."""
     import acmil.training.bag_cache as bag_cache
 
-    sizes = [n * 8 * 4 for n in FeatureDataModule(small.features_dir, small.labels_csv, cache=False).cohort.n_patches]
-    budget = sum(sizes[:3])
+    cohort = FeatureDataModule(small.features_dir, small.labels_csv, cache=False).cohort
+    budget = sum(cohort.bag_bytes(i) for i in range(3))
     monkeypatch.setattr(bag_cache, "available_memory", lambda: budget * bag_cache.AUTO_SHARE)
     dm = FeatureDataModule(small.features_dir, small.labels_csv, check_values=check_values, seed=0)
     dm.setup("fit")
